@@ -10,7 +10,8 @@
 スタンプファイル（colab-dpo-stamp.json）と一致すれば再利用、違えば作り直します（キャッシュが無くても最初から作れる）。
 作り方: `python -m venv --without-pip`、このスクリプトを動かす python の pip を `--python` で venv に向けて
 torch==2.13.0 とセルの pins（+ bitsandbytes、rich、fastcore）を入れる。torch は全セルで同じなので一度だけ
-`<cache>/_shared/torch-2.13.0` に展開し、各 venv から .pth で共有します（700 MB を 6 回書かない）。
+`<cache>/_shared/torch-2.13.0` に展開し、各 venv から .pth で共有します（700 MB を 6 回書かない）。`--no-compile` で
+入れるので、.pyc は import したものだけがその時に作られます。
 colab_dpo 自体は PYTHONPATH で渡します（venv ごとのビルドが要らない）。
 
 venv の中で `tests/compat_worker.py` を実行し、ケース（plain / conversational / implicit / 4bit）ごとの結果を JSON で
@@ -78,7 +79,7 @@ def ensure_torch(log) -> Path:
         tmp = d.with_name(d.name + '.partial')
         if tmp.exists(): shutil.rmtree(tmp)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(tmp), TORCH]
+        cmd = [sys.executable, '-m', 'pip', 'install', '-q', '--no-compile', '--no-deps', '--target', str(tmp), TORCH]
         if _run(cmd, log, env=_pip_env()) != 0: raise RuntimeError(f"shared torch install failed: {' '.join(cmd)}")
         if d.exists(): shutil.rmtree(d)
         tmp.rename(d)
@@ -102,7 +103,7 @@ def ensure_venv(cell:str, log) -> tuple[Path, bool]:
     site = subprocess.run([py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'], capture_output=True, text=True,
                           env=env, check=True).stdout.strip()
     Path(site, '_colab_dpo_shared_torch.pth').write_text(str(tdir) + '\n')
-    cmd = [sys.executable, '-m', 'pip', '--python', py, 'install', '-q', TORCH, *CELLS[cell], *COMMON]
+    cmd = [sys.executable, '-m', 'pip', '--python', py, 'install', '-q', '--no-compile', TORCH, *CELLS[cell], *COMMON]
     if _run(cmd, log, env=env) != 0: raise RuntimeError(f"pip install failed for {cell} (see log)")
     stamp_f.write_text(json.dumps(want, indent=1))
     return d, True
