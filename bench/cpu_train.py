@@ -13,7 +13,10 @@
 加えて、バッチの中のパディングの割合を、同梱サンプルと対数正規分布の長さの 10 万行で、長さでまとめる場合とまとめない場合について
 トークン長の算術だけで求める（学習はしない）。
 
-    python bench/cpu_train.py                 # 3 回ずつ、中央値（2 コアで 10 分弱）
+    python bench/cpu_train.py                 # 3 回ずつ、中央値（混んだ 2 コアで約 10 分）
+
+既定の量が小さい（8 ステップ × 1 ペア、max_length 128、2 エポック比較は 4 行）のは、TinySwallow の語彙 151,665 のロジットが
+CPU では 1 トークンあたり約 11 ms（順伝播＋逆伝播、混んだ 2 コア）かかるため。--steps などで増やせる。
     python bench/cpu_train.py --quick         # 1 回ずつの動作確認
     python bench/cpu_train.py --json out.json
 """
@@ -64,7 +67,7 @@ def run_colab(a, out:Path, cb, defaults:bool):
               max_rows=None, eval_ratio=0.0, resume=None, save_steps=10**6, logging_steps=1)
     if defaults: recipe = DPORecipe.from_profile('cpu', num_train_epochs=a.epochs, max_steps=-1, **io)
     else: recipe = DPORecipe.from_profile('cpu', per_device_train_batch_size=a.micro, gradient_accumulation_steps=a.accum,
-                                          max_steps=a.steps, max_length=a.max_length, max_prompt_length=a.max_length//2,
+                                          max_steps=a.steps, max_length=a.max_length, max_prompt_length=a.max_length-1,  # 素の TRL はプロンプトを別に切らないので揃える
                                           learning_rate=a.lr, lr_scheduler_type='cosine', warmup_ratio=0.1, gradient_checkpointing=False,
                                           precompute_ref_log_probs=False, optim='adamw_torch', seed=42, auto_plan=False, **io)
     return train_dpo(recipe, callbacks=[cb]).log_history
@@ -154,9 +157,9 @@ def _med(rs, k):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--repeat', type=int, default=3); ap.add_argument('--quick', action='store_true', help='1 回ずつの動作確認')
-    ap.add_argument('--steps', type=int, default=16); ap.add_argument('--micro', type=int, default=2); ap.add_argument('--accum', type=int, default=2)
-    ap.add_argument('--max-length', type=int, default=256); ap.add_argument('--lr', type=float, default=5e-5)
-    ap.add_argument('--epochs', type=float, default=2.0); ap.add_argument('--epoch-rows', type=int, default=32, help='2 エポック比較に使う行数（先頭から）')
+    ap.add_argument('--steps', type=int, default=8); ap.add_argument('--micro', type=int, default=1); ap.add_argument('--accum', type=int, default=1)
+    ap.add_argument('--max-length', type=int, default=128); ap.add_argument('--lr', type=float, default=5e-5)
+    ap.add_argument('--epochs', type=float, default=2.0); ap.add_argument('--epoch-rows', type=int, default=4, help='2 エポック比較に使う行数（先頭から）')
     ap.add_argument('--padding-rows', type=int, default=100_000); ap.add_argument('--json')
     ap.add_argument('--skip-train', action='store_true', help='パディングの算術だけ')
     ap.add_argument('--worker'); ap.add_argument('--model'); ap.add_argument('--data')

@@ -10,7 +10,7 @@
 スタンプファイル（colab-dpo-stamp.json）と一致すれば再利用、違えば作り直します（キャッシュが無くても最初から作れる）。
 作り方: `python -m venv --without-pip`、このスクリプトを動かす python の pip を `--python` で venv に向けて
 torch==2.13.0 とセルの pins（+ bitsandbytes、rich、fastcore）を入れる。torch は全セルで同じなので一度だけ
-`<cache>/_shared/torch-2.13.0` に展開し、各 venv から .pth で共有します（700 MB を 6 回書かない）。`--no-compile` で
+`<cache>/_shared/torch-2.13.0-*`（bitsandbytes・sympy・networkx も）に展開し、各 venv から .pth で共有します。`--no-compile` で
 入れるので、.pyc は import したものだけがその時に作られます。
 colab_dpo 自体は PYTHONPATH で渡します（venv ごとのビルドが要らない）。
 
@@ -25,6 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO/'tests'/'compat_worker.py'
 TORCH = 'torch==2.13.0'
+# 全セルで同じもの（torch と、大きくて版の揃う bitsandbytes・sympy・networkx）は一度だけ共有フォルダへ展開し、各 venv から
+# .pth で見せる。pip はそれを「入っている」と見なし、足りない依存だけを各 venv に入れる。
+SHARED = [TORCH, 'bitsandbytes==0.50.2', 'sympy>=1.13.3', 'mpmath', 'networkx']
 # 全セル共通: bitsandbytes（CPU 4-bit は transformers >= 4.53 のセルだけで試す）、rich（TRL 0.8–0.11 が宣言せずに import する）、
 # fastcore（colab_dpo.compat が使う）。
 COMMON = ['bitsandbytes==0.50.2', 'rich', 'fastcore>=1.5']
@@ -67,23 +70,23 @@ def _pip_env() -> dict:
     return env
 
 def torch_dir() -> Path:
-    return cache_root()/'_shared'/TORCH.replace('==', '-')
+    return cache_root()/'_shared'/(TORCH.replace('==', '-') + '-' + hashlib.sha256('\n'.join(SHARED).encode()).hexdigest()[:8])
 
 _torch_lock = threading.Lock()
 def ensure_torch(log) -> Path:
-    """torch は 6 セルで同じ版なので、一度だけ展開して各 venv から .pth で共有する（700 MB を 6 回書かずに済む）。
-    torch が依存するもの（sympy、networkx など）は各セルの pip が通常どおり入れる。"""
+    """SHARED（torch など 6 セルで同じ版のもの）を一度だけ展開する。各 venv は .pth でこれを見る（約 900 MB を 6 回書かずに済む）。
+    残りの依存は各セルの pip が通常どおり入れ、venv の site-packages が .pth より先に来るので、セル側の版が優先される。"""
     d = torch_dir()
     with _torch_lock:
         if (d/'colab-dpo-stamp.json').exists(): return d
         tmp = d.with_name(d.name + '.partial')
         if tmp.exists(): shutil.rmtree(tmp)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, '-m', 'pip', 'install', '-q', '--no-compile', '--no-deps', '--target', str(tmp), TORCH]
+        cmd = [sys.executable, '-m', 'pip', 'install', '-q', '--no-compile', '--no-deps', '--target', str(tmp), *SHARED]
         if _run(cmd, log, env=_pip_env()) != 0: raise RuntimeError(f"shared torch install failed: {' '.join(cmd)}")
         if d.exists(): shutil.rmtree(d)
         tmp.rename(d)
-        (d/'colab-dpo-stamp.json').write_text(json.dumps(dict(pin=TORCH), indent=1))
+        (d/'colab-dpo-stamp.json').write_text(json.dumps(dict(pins=SHARED), indent=1))
         return d
 
 def ensure_venv(cell:str, log) -> tuple[Path, bool]:
