@@ -3,8 +3,10 @@
 比べるもの（どれも 1 回ごとに別のサブプロセスで走らせ、回ごとに順番を入れ替える。中央値を出す）:
 - (a) plain_same:  TRL のドキュメントどおりの素のスクリプト（DPOConfig + DPOTrainer + peft の LoraConfig、processing_class、
                    use_cpu=True、bf16=False を明示: TRL 0.19 以降は bf16 が既定で有効）
-- (b) colab_same:  `train_dpo`（auto_plan=False）に (a) と同じマイクロバッチ・勾配蓄積・事前計算・勾配チェックポイント・
-                   オプティマイザー・max_length・学習率・ステップ数を渡す → colab-dpo の上乗せ（overhead）の比
+- (b0) colab_same_nocompact: `train_dpo`（auto_plan=False）に (a) と同じマイクロバッチ・勾配蓄積・事前計算・勾配チェックポイント・
+                   オプティマイザー・max_length・学習率・ステップ数を渡し、CPU の位置の詰め込み（COLAB_DPO_CPU_COMPACT=0）も切る
+                   → colab-dpo の上乗せ（overhead）だけの比
+- (b) colab_same:  (b0) と同じ設定で、colab-dpo の既定どおり CPU の位置の詰め込み（`compat.cpu_compact_logprobs`）あり
 - (a') plain_defaults: 素の TRL を DPOConfig の既定値のまま 2 エポック（TRL の既定: マイクロバッチ 8、勾配チェックポイントあり、adamw_torch_fused）
 - (c) colab_defaults:  colab-dpo の CPU プロファイル（`DPORecipe.from_profile('cpu')`）の学習設定のまま同じ行を 2 エポック
                        （ドライランを切り、データ・エポック数・評価なし・保存なしだけを上書き）
@@ -25,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT/'colab_dpo'/'assets'/'sample_dpo_dataset.jsonl'
+VARIANTS = ['plain_same', 'colab_same_nocompact', 'colab_same', 'plain_defaults', 'colab_defaults']
+ABLATIONS = ['colab_defaults_nocompact', 'colab_defaults_noprecompute']   # 既定から位置の詰め込み・参照の事前計算を 1 つずつ外す
 ARG_KEYS = ['per_device_train_batch_size', 'gradient_accumulation_steps', 'max_steps', 'num_train_epochs', 'learning_rate',
             'lr_scheduler_type', 'warmup_steps', 'gradient_checkpointing', 'precompute_ref_log_probs', 'optim', 'max_length',
             'beta', 'loss_type', 'seed', 'pad_to_multiple_of', 'train_sampling_strategy', 'bf16', 'fp16', 'use_cpu', 'truncation_mode']
@@ -65,7 +69,9 @@ def run_colab(a, out:Path, cb, defaults:bool):
     from colab_dpo.training import DPORecipe, train_dpo
     io = dict(models=[str(a.model)], data=str(a.data), output_dir=str(out), dry_run=False, quantization=None, precision='fp32',
               max_rows=None, eval_ratio=0.0, resume=None, save_steps=10**6, logging_steps=1)
-    if defaults: recipe = DPORecipe.from_profile('cpu', num_train_epochs=a.epochs, max_steps=-1, **io)
+    if defaults:
+        ablate = dict(precompute_ref_log_probs=False) if a.worker.endswith('_noprecompute') else {}
+        recipe = DPORecipe.from_profile('cpu', num_train_epochs=a.epochs, max_steps=-1, **ablate, **io)
     else: recipe = DPORecipe.from_profile('cpu', per_device_train_batch_size=a.micro, gradient_accumulation_steps=a.accum,
                                           max_steps=a.steps, max_length=a.max_length, max_prompt_length=a.max_length-1,  # 素の TRL はプロンプトを別に切らないので揃える
                                           learning_rate=a.lr, lr_scheduler_type='cosine', warmup_ratio=0.1, gradient_checkpointing=False,
@@ -78,17 +84,19 @@ def worker(a):
     import torch, transformers, trl, peft, datasets  # 重い import は計測の外
     import colab_dpo.training
     datasets.disable_caching(); warnings.simplefilter('ignore')
+    if a.worker.endswith('_nocompact'): os.environ['COLAB_DPO_CPU_COMPACT'] = '0'
     out, store = Path(tempfile.mkdtemp(prefix=f'cpu_bench_{a.worker}_')), {}
     cb = _args_cb(store)
     t0 = time.perf_counter()
     run = run_colab if a.worker.startswith('colab') else run_plain
-    hist = run(a, out, cb, defaults=a.worker.endswith('defaults'))
+    hist = run(a, out, cb, defaults='_defaults' in a.worker)
+    patched = getattr(__import__('trl.trainer.utils', fromlist=['x']), '_use_triton', None)
     wall = time.perf_counter() - t0
     ntok = max([h['num_tokens'] for h in hist if 'num_tokens' in h] or [0])
     rt = next((h['train_runtime'] for h in reversed(hist) if 'train_runtime' in h), None)
     steps = max([h.get('step', 0) for h in hist] or [0])
     r = dict(variant=a.worker, wall_s=wall, train_runtime=rt, num_tokens=ntok, tokens_per_s=ntok/rt if rt else None,
-             steps=steps, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss*1024/1e9, args=store,
+             steps=steps, cpu_compact=hasattr(patched, '_colab_dpo_orig'), peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss*1024/1e9, args=store,
              train_loss=next((h['train_loss'] for h in reversed(hist) if 'train_loss' in h), None),
              versions=dict(torch=torch.__version__, transformers=transformers.__version__, trl=trl.__version__, peft=peft.__version__))
     print('RESULT ' + json.dumps(r), flush=True)
@@ -162,6 +170,8 @@ def main():
     ap.add_argument('--epochs', type=float, default=2.0); ap.add_argument('--epoch-rows', type=int, default=4, help='2 エポック比較に使う行数（先頭から）')
     ap.add_argument('--padding-rows', type=int, default=100_000); ap.add_argument('--json')
     ap.add_argument('--skip-train', action='store_true', help='パディングの算術だけ')
+    ap.add_argument('--variants', nargs='+', default=VARIANTS, choices=VARIANTS + ABLATIONS,
+                    help='走らせる条件（既定は 5 つ）。ABLATIONS は CPU の既定から最適化を 1 つずつ外したもの')
     ap.add_argument('--worker'); ap.add_argument('--model'); ap.add_argument('--data')
     a = ap.parse_args()
     if a.worker: return worker(a)
@@ -180,30 +190,36 @@ def main():
     if not a.skip_train:
         sub = work/'epoch_rows.jsonl'
         sub.write_text(''.join(SAMPLE.read_text(encoding='utf-8').splitlines(keepends=True)[:a.epoch_rows]), encoding='utf-8')
-        plan = [('plain_same', SAMPLE), ('colab_same', SAMPLE), ('plain_defaults', sub), ('colab_defaults', sub)]
+        plan = [(v, sub if '_defaults' in v else SAMPLE) for v in a.variants]
         results = {v: [] for v,_ in plan}
         for i in range(a.repeat):
             for v, data in (plan if i % 2 == 0 else plan[::-1]):
                 r = spawn(v, a, model, data); results[v].append(r)
-                print(f'  rep {i} {v:15s} wall {r["wall_s"]:6.1f} s  {r["tokens_per_s"] or 0:7.0f} tok/s  steps {r["steps"]}  '
-                      f'RSS {r["peak_rss_gb"]:.2f} GB', flush=True)
-        report['versions'] = results['plain_same'][0]['versions']; report['runs'] = results
-        same = results['plain_same'][0]['args'], results['colab_same'][0]['args']
-        diff = {k: (same[0].get(k), same[1].get(k)) for k in ARG_KEYS if same[0].get(k) != same[1].get(k)}
+                print(f'  rep {i} {v:20s} wall {r["wall_s"]:6.1f} s  {r["tokens_per_s"] or 0:7.0f} tok/s  steps {r["steps"]}  '
+                      f'RSS {r["peak_rss_gb"]:.2f} GB  compact {r["cpu_compact"]}', flush=True)
+        report['versions'] = next(iter(results.values()))[0]['versions']; report['runs'] = results
         print(f"\nversions: {report['versions']}")
-        print('identical settings check (a) vs (b): ' + ('all of ' + ', '.join(ARG_KEYS) + ' equal' if not diff else f'DIFFER {diff}'))
-        for v in ('plain_defaults', 'colab_defaults'):
+        if 'plain_same' in results and 'colab_same' in results:
+            same = results['plain_same'][0]['args'], results['colab_same'][0]['args']
+            diff = {k: (same[0].get(k), same[1].get(k)) for k in ARG_KEYS if same[0].get(k) != same[1].get(k)}
+            print('identical settings check (a) vs (b): ' + ('all of ' + ', '.join(ARG_KEYS) + ' equal' if not diff else f'DIFFER {diff}'))
+        for v in [v for v in results if '_defaults' in v]:
             s = results[v][0]['args']
             print(f"  {v}: micro {s['per_device_train_batch_size']} x accum {s['gradient_accumulation_steps']}, gradient_checkpointing "
                   f"{s['gradient_checkpointing']}, precompute_ref {s['precompute_ref_log_probs']}, optim {s['optim']}, max_length {s['max_length']}, "
                   f"lr {s['learning_rate']}, epochs {s['num_train_epochs']}, sampling {s['train_sampling_strategy']}")
         summ = {v: {k: _med(rs, k) for k in ('wall_s', 'process_s', 'tokens_per_s', 'num_tokens', 'peak_rss_gb', 'steps')} for v, rs in results.items()}
         report['summary'] = summ
-        print(f"\n{'variant':16s} {'wall s':>7s} {'proc s':>7s} {'train tok/s':>11s} {'tokens':>8s} {'steps':>5s} {'peak RSS GB':>11s}   (medians of {a.repeat})")
+        print(f"\n{'variant':20s} {'wall s':>7s} {'proc s':>7s} {'train tok/s':>11s} {'tokens':>8s} {'steps':>5s} {'peak RSS GB':>11s}   (medians of {a.repeat})")
         for v, s in summ.items():
-            print(f"{v:16s} {s['wall_s']:7.1f} {s['process_s']:7.1f} {s['tokens_per_s']:11.0f} {s['num_tokens']:8.0f} {s['steps']:5.0f} {s['peak_rss_gb']:11.2f}")
+            print(f"{v:20s} {s['wall_s']:7.1f} {s['process_s']:7.1f} {s['tokens_per_s']:11.0f} {s['num_tokens']:8.0f} {s['steps']:5.0f} {s['peak_rss_gb']:11.2f}")
         ratios = {}
-        for ours, base, what in (('colab_same', 'plain_same', 'identical settings (overhead)'), ('colab_defaults', 'plain_defaults', 'defaults, 2 epochs')):
+        for ours, base, what in (('colab_same_nocompact', 'plain_same', 'identical settings, compaction off (overhead)'),
+                                 ('colab_same', 'plain_same', 'identical settings, colab-dpo CPU compaction on'),
+                                 ('colab_defaults', 'plain_defaults', 'defaults, 2 epochs'),
+                                 ('colab_defaults_nocompact', 'plain_defaults', 'defaults without CPU compaction, 2 epochs'),
+                                 ('colab_defaults_noprecompute', 'plain_defaults', 'defaults without ref precompute, 2 epochs')):
+            if ours not in summ or base not in summ: continue
             o, b = summ[ours], summ[base]
             ratios[what] = dict(wall=o['wall_s']/b['wall_s'], tokens_per_s=o['tokens_per_s']/b['tokens_per_s'], rss=o['peak_rss_gb']/b['peak_rss_gb'],
                                 speedup_wall=b['wall_s']/o['wall_s'])
@@ -219,9 +235,8 @@ def main():
         rel = p['padding_grouped']/p['padding_random'] if p['padding_random'] else float('nan')
         print(f"{p['data']:24s} {p['max_length']:7d} {p['micro_batch']:2d} {p['padding_random']:7.1%} {p['padding_grouped']:7.1%} "
               f"{p['padding_random_pad64']:12.1%} {rel:18.2f}")
-    print("note: colab-dpo does NOT group by length today (it never sets train_sampling_strategy='group_by_length', so TRL's default "
-          "'random' applies); the grouped column is arithmetic only. TRL's DPO dataset has no 'input_ids' column, so group_by_length "
-          "would also need a 'length' column.")
+    print("note: arithmetic only. colab-dpo groups by length when micro-batch > 1 (compat.group_pairs_by_length); its measured effect "
+          "on training speed is in bench/grouping.py.")
     if a.json: Path(a.json).write_text(json.dumps(report, indent=1, default=str))
 
 if __name__ == '__main__': main()

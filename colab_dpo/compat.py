@@ -17,7 +17,8 @@ __all__ = ['TESTED_TRL', 'CANONICAL_ARGS', 'DPO_DEFAULTS', 'register_messages', 
            'exception_chain', 'cli_errors', 'in_colab', 'decide_precision', 'TRLCaps', 'trl_caps', 'trl_api_shape',
            'env_traps', 'env_report', 'format_env_report', 'env_cli', 'is_conversational', 'extract_prompt',
            'render_chat', 'prompt_length', 'cut_prompt', 'truncate_prompts', 'adapt_dataset', 'DPOPlan',
-           'plan_dpo_args', 'make_dpo_trainer']
+           'plan_dpo_args', 'cpu_compact_logprobs', 'release_bnb_overrides', 'pair_lengths', 'group_pairs_by_length',
+           'make_dpo_trainer']
 
 # %% ../nbs/00_compat.ipynb #774e06d8
 _MESSAGES: dict[str, dict[str, str]] = {}
@@ -609,6 +610,74 @@ def plan_dpo_args(caps:TRLCaps|None=None, # 写す先の能力（None ならイ�
         else: raise CompatError('compat.unknown_option', option=k, hint=_suggest(k, caps))
     return DPOPlan(cfg, tr, tl, unsup, trunc, precision)
 
+# %% ../nbs/00_compat.ipynb #a4bf489e
+def cpu_compact_logprobs(enable:bool=True # False で TRL の元の判定に戻す
+                        ) -> bool: # 差し替えが効いているか（融合 LM ヘッドの無い TRL では False）
+    "TRL の融合 LM ヘッドが CPU でも答えの位置だけを語彙に射影するようにする（値は同じで、射影する位置が減る）"
+    if trl_caps() is None: return False
+    try: import trl.trainer.utils as tu
+    except ImportError: return False
+    cur = getattr(tu, '_use_triton', None)
+    if cur is None or not hasattr(tu, 'add_fused_lm_head'): return False
+    orig = getattr(cur, '_colab_dpo_orig', cur)
+    if not enable:
+        tu._use_triton = orig
+        return False
+    if cur is orig:
+        def _compact_positions(device): return orig(device) or device.type == 'cpu'
+        _compact_positions._colab_dpo_orig = orig
+        tu._use_triton = _compact_positions
+    return True
+
+
+# %% ../nbs/00_compat.ipynb #009d8a53
+def release_bnb_overrides(model # 学習に使ったモデル（PeftModel でもよい）。None なら何もしない
+                         ) -> int: # 外した登録の数
+    "transformers が bitsandbytes の大域の `GlobalOptimManager` に登録した、このモデルの層（埋め込み）を外す"
+    bnb = sys.modules.get('bitsandbytes')
+    optim = getattr(bnb, 'optim', None)
+    mng_cls = getattr(optim, 'GlobalOptimManager', None)
+    if model is None or mng_cls is None or getattr(mng_cls, '_instance', None) is None: return 0
+    triple = getattr(mng_cls._instance, 'module_weight_config_triple', None)
+    if not triple: return 0
+    ours = {id(m) for m in model.modules()}
+    keep = [t for t in triple if id(t[0]) not in ours]
+    n = len(triple) - len(keep)
+    triple[:] = keep
+    return n
+
+
+# %% ../nbs/00_compat.ipynb #91bc1a30
+register_messages({
+    'compat.group_by_length_unavailable': dict(
+        ja='group_by_length を指定しましたが、この TRL（{trl}）のトークン化済みデータに id の列（{cols}）が無いため、長さでまとめずに順不同で学習します',
+        en='group_by_length was requested, but the tokenized data of this TRL ({trl}) has no id columns ({cols}); training in random order instead'),
+})
+
+_ID_COLUMNS = (('prompt_ids', 'prompt_input_ids'), ('chosen_ids', 'chosen_input_ids'), ('rejected_ids', 'rejected_input_ids'))
+
+def pair_lengths(ds # TRL がトークン化した DPO のデータセット
+                ) -> list|None: # ペアごとの長さ（prompt + 長いほうの応答のトークン数）。id の列が無ければ None
+    "トークン化済みの DPO データから、パディングを決める各ペアの長さを数える"
+    cols = set(getattr(ds, 'column_names', None) or [])
+    p, c, r = (next((n for n in alts if n in cols), None) for alts in _ID_COLUMNS)
+    if c is None or r is None: return None
+    prompt = [len(x) for x in ds[p]] if p else [0] * len(ds)
+    return [a + max(len(x), len(y)) for a, x, y in zip(prompt, ds[c], ds[r])]
+
+def group_pairs_by_length(trainer # TRL の DPOTrainer（トークン化済みの train_dataset を持つ）
+                         ) -> bool: # 長さでまとめる sampler にしたか
+    "学習の sampler を、長さの近いペアを同じマイクロバッチにまとめる transformers の `LengthGroupedSampler` にする"
+    import types
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    lengths = pair_lengths(trainer.train_dataset)
+    if lengths is None: return False
+    def _get_train_sampler(self, *args, **kwargs):
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+    trainer._get_train_sampler = types.MethodType(_get_train_sampler, trainer)
+    return True
+
+
 # %% ../nbs/00_compat.ipynb #8f5335d8
 register_messages({
     'compat.trl_missing': dict(ja='TRL が入っていません。`pip install trl` してください', en='TRL is not installed. Run `pip install trl`'),
@@ -649,6 +718,8 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
                      eval_dataset=None,     # 評価用のデータ（同じ形式）
                      peft_config=None,      # LoRA の設定。あれば参照モデルのコピーを作らない
                      callbacks:list|None=None, # transformers の TrainerCallback のリスト
+                     cpu_compact:bool|None=None, # CPU で答えの位置だけを語彙に射影する（`cpu_compact_logprobs`）。None なら環境変数 COLAB_DPO_CPU_COMPACT（既定 1、0 で TRL のまま）
+                     group_by_length:bool=False, # 長さの近いペアを同じマイクロバッチにまとめる（`group_pairs_by_length`）
                      **dpo_args,            # 正準引数（`CANONICAL_ARGS`）と、インストール済み DPOConfig の任意のフィールド
                     ):                      # trl.DPOTrainer（`.colab_dpo_compat` に変換の記録）
     "インストール済みの TRL に合わせて DPOTrainer を作る。引数の名前と置き場所、データ形式、精度、版ごとのバグを吸収する"
@@ -667,6 +738,8 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
     if no_accel and not ({'use_cpu', 'no_cuda'} & set(a)): a['use_cpu'] = True
     a.setdefault('output_dir', tempfile.mkdtemp(prefix='colab-dpo-'))
     plan = plan_dpo_args(caps, **a)
+    if cpu_compact is None: cpu_compact = os.environ.get('COLAB_DPO_CPU_COMPACT', '1') != '0'
+    compact = cpu_compact_logprobs(bool(cpu_compact and (no_accel or a.get('use_cpu') or a.get('no_cuda'))))
     if plan.unsupported: warn('compat.unsupported_option', options=', '.join(plan.unsupported), trl=caps.trl_version, stacklevel=3)
     train_ds, info = adapt_dataset(train_dataset, tokenizer, caps, plan.truncate_prompts)
     eval_ds = None if eval_dataset is None else adapt_dataset(eval_dataset, tokenizer, caps, plan.truncate_prompts)[0]
@@ -681,10 +754,14 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
         if leaked is None: os.environ.pop('ACCELERATE_MIXED_PRECISION', None)
         else: os.environ['ACCELERATE_MIXED_PRECISION'] = leaked
     n32 = _trainable_to_fp32(trainer.model) if plan.precision != 'bf16' else 0
+    grouped = group_pairs_by_length(trainer) if group_by_length else False
+    if group_by_length and not grouped:
+        warn('compat.group_by_length_unavailable', trl=caps.trl_version, cols=', '.join(a for alts in _ID_COLUMNS for a in alts), stacklevel=3)
     trainer.colab_dpo_compat = dict(
         trl=caps.trl_version, transformers=caps.transformers_version, shape=caps.shape, config_class=cfg_cls.__name__,
         precision=plan.precision, config_kwargs=plan.config_kwargs, trainer_kwargs=plan.trainer_kwargs, translated=plan.translated,
-        unsupported=plan.unsupported, data=info, tokenizer_fixes=tok_fixes, trainable_cast_to_fp32=n32,
+        unsupported=plan.unsupported, data=info, tokenizer_fixes=tok_fixes, trainable_cast_to_fp32=n32, cpu_compact_logprobs=compact,
+        group_by_length=grouped,
         neutralised_env={'ACCELERATE_MIXED_PRECISION': leaked} if leaked else {},
         reference='none (adapter disabled)' if peft_config is not None or _is_peft_model(model) else 'precomputed'
                   if a.get('precompute_ref_log_probs') else 'copy')

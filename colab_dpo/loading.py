@@ -393,11 +393,20 @@ def _dtype_kw() -> str:
     from transformers import PretrainedConfig
     return 'dtype' if 'dtype' in inspect.signature(PretrainedConfig.__init__).parameters else 'torch_dtype'
 
-def _prepare_kbit(model, gradient_checkpointing:bool):
-    from peft import prepare_model_for_kbit_training
-    ps = inspect.signature(prepare_model_for_kbit_training).parameters
-    kw = {'gradient_checkpointing_kwargs': {'use_reentrant': False}} if gradient_checkpointing and 'gradient_checkpointing_kwargs' in ps else {}
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing, **kw)
+def _prepare_kbit(model, gradient_checkpointing:bool, quantization:str='4bit'):
+    """量子化モデルを学習用にする。4-bit は基の重みを凍結して勾配チェックポイントを有効にするだけで、量子化していない重み
+    （埋め込み・正規化層）を fp32 に上げない。8-bit は peft の `prepare_model_for_kbit_training` のまま"""
+    if quantization == '8bit':
+        from peft import prepare_model_for_kbit_training
+        ps = inspect.signature(prepare_model_for_kbit_training).parameters
+        kw = {'gradient_checkpointing_kwargs': {'use_reentrant': False}} if gradient_checkpointing and 'gradient_checkpointing_kwargs' in ps else {}
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing, **kw)
+    for p in model.parameters(): p.requires_grad_(False)
+    if gradient_checkpointing:
+        ps = inspect.signature(model.gradient_checkpointing_enable).parameters
+        model.gradient_checkpointing_enable(**({'gradient_checkpointing_kwargs': {'use_reentrant': False}} if 'gradient_checkpointing_kwargs' in ps else {}))
+        model.enable_input_require_grads()
+    return model
 
 def _free_cuda():
     gc.collect()
@@ -426,7 +435,7 @@ def _try_one(name, spec, q, precision, *, device_map, trust_remote_code, token, 
     if len(tok) > model.get_input_embeddings().weight.shape[0]: model.resize_token_embeddings(len(tok)); fixes.append('resized_embeddings')
     for c in (model.config, getattr(model, 'generation_config', None)):
         if c is not None: c.pad_token_id = tok.pad_token_id
-    if for_training and q: model = _prepare_kbit(model, gradient_checkpointing)
+    if for_training and q: model = _prepare_kbit(model, gradient_checkpointing, q)
     if not for_training: model.eval()
     return model, tok, fp, fixes
 
@@ -440,7 +449,7 @@ def load_model(candidates:str|list|None=None, # モデル名・フォルダ・Mo
                device_map='auto',             # 'auto' なら GPU 1 枚に全部載せる（CPU なら CPU）
                trust_remote_code:bool=False,  # リポジトリの独自コードを実行してよいか（既定は不可）
                token:str|None=None,           # HF のトークン（表示も記録もしない）。None なら環境の設定
-               for_training:bool=True,        # True なら量子化モデルに prepare_model_for_kbit_training をかける
+               for_training:bool=True,        # True なら量子化モデルを学習用にする（基の重みの凍結と勾配チェックポイント）
                gradient_checkpointing:bool=True, # 学習用の勾配チェックポイント
                free_gb:float|None=None,       # 使ってよい空きメモリ（GB）。None なら測る
                loader=None,                   # 重みを読む関数の差し替え口 (name, **kwargs) -> model。テスト用

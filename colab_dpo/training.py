@@ -19,8 +19,9 @@ from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数�
 # %% auto #0
 __all__ = ['PROFILES', 'GB', 'DPORecipe', 'detect_profile', 'ModelShape', 'model_shape', 'estimate_memory', 'MemoryPlan',
            'plan_memory', 'token_stats', 'MemoryMonitorCallback', 'checkpoint_status', 'find_checkpoints',
-           'latest_checkpoint', 'checkpoint_dir', 'TrainResult', 'train_dpo', 'run_card', 'run_card_markdown',
-           'write_run_card', 'merge_adapter', 'push_run', 'cli_recipe', 'train_cli', 'run_demo', 'demo_cli']
+           'latest_checkpoint', 'checkpoint_dir', 'TrainResult', 'ref_passes', 'train_dpo', 'run_card',
+           'run_card_markdown', 'write_run_card', 'merge_adapter', 'push_run', 'cli_recipe', 'train_cli', 'run_demo',
+           'demo_cli']
 
 # %% ../nbs/03_training.ipynb #4ac1ce26
 register_messages({
@@ -124,7 +125,8 @@ class DPORecipe:
     per_device_train_batch_size:int=1  # マイクロバッチ（1 GPU が一度に処理するペア数）
     gradient_accumulation_steps:int=8  # 勾配蓄積（実効バッチ = マイクロバッチ × これ × GPU 数）
     gradient_checkpointing:bool=True  # 勾配チェックポイント（活性化を捨てて再計算し、メモリを節約）
-    precompute_ref_log_probs:bool|None=None  # 参照モデルの log-prob を先に計算するか（None ならメモリ計画が決める）
+    precompute_ref_log_probs:bool|None=None  # 参照モデルの log-prob を先に計算するか（None なら、データを 2 周以上するときは計算し、それ以外はメモリ計画が決める）
+    group_by_length:bool|None=None  # 長さの近いペアを同じマイクロバッチにまとめてパディングを減らす（None ならマイクロバッチ 2 以上のとき）
     optim:str='adamw_torch'  # オプティマイザー（GPU では 'paged_adamw_8bit' が省メモリ）
     precision:str|None=None  # 'fp16'、'bf16'、'fp32'（None ならハードウェアから決める）
     eval_ratio:float=0.1  # 評価に回すデータの割合（0 で評価なし）
@@ -289,8 +291,8 @@ _OPT_BYTES = dict(adamw_torch=8, adamw_torch_fused=8, adamw_hf=8, adamw_apex_fus
                   adamw_8bit=2, adamw_bnb_8bit=2, paged_adamw_8bit=2, paged_adamw=8, adafactor=4, sgd=0, lion_8bit=1,
                   paged_lion_8bit=1)
 _QUANT_BYTES = {'4bit': 0.5 + 1/64, '8bit': 1.0}  # 4bit は二重量子化の absmax（64 要素で 1 B）込み
-_OVERHEAD = 0.5 * GB
-_ATTN_BYTES = 11  # 注意: 1 系列・1 ヘッド・L² あたりのバイト数（H200 で TinySwallow 構造・fp16・4bit・勾配チェックポイントありの実測から）
+_OVERHEAD = 0.5 * GB  # ロジット全体を作る TRL での余白（cuBLAS のワークスペースと断片化）。融合 LM ヘッドでは実測で 0
+_ATTN_BYTES = 1.5  # 注意: 1 系列・1 ヘッド・L² あたりのバイト数（H200 で TinySwallow 構造・fp16・4bit・勾配チェックポイントありの実測から）
 
 @dataclass
 class ModelShape:
@@ -365,7 +367,9 @@ def estimate_memory(shape:ModelShape, # `model_shape` の結果
     T = 2 * micro_batch * seq_len
     acts = T*a*(shape.layers*h + per_layer) if gradient_checkpointing else T*a*shape.layers*per_layer
     attn = 2*micro_batch * shape.heads * seq_len**2 * (_ATTN_BYTES + (0 if gradient_checkpointing else 4*(shape.layers-1)))
-    logits = (min(T, 4096)*min(shape.vocab, 32768) if fused_lm_head else T*shape.vocab) * 4
+    if fused_lm_head:   # タイルは逆伝播の活性化のピークと重ならない（実測でピークは重み＋LoRA＋活性化＋注意だけ）
+        return dict(weights=weights, lora=lora, activations=acts, attention=attn, logits=0, ref_forward=0, overhead=0)
+    logits = T*shape.vocab*4
     return dict(weights=weights, lora=lora, activations=acts, attention=attn, logits=logits,
                 ref_forward=0 if precompute_ref else logits, overhead=_OVERHEAD)
 
@@ -433,7 +437,7 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
     E = micro_batch * grad_accum
     reasons = []
     if longest and longest < max_length: reasons.append(f'データの最長ペアは {longest} トークンなので、系列長 {L} で見積もりました（max_length {max_length}）')
-    if fused: reasons.append('インストール済みの TRL は融合 LM ヘッドでロジット全体を作らないので、ロジットはタイル 1 枚分で見積もりました')
+    if fused: reasons.append('インストール済みの TRL は融合 LM ヘッドでロジット全体を作らないので、ロジットと参照の順伝播は見積もりに入れません（実測でピークに現れない）')
     vram = _free_vram_gb() if vram_gb is None else vram_gb
     est = lambda m, gc, pre: estimate_memory(shape, seq_len=L, micro_batch=m, quantization=quantization, precision=precision,
                                              lora_r=lora_r, lora_targets=lora_targets, optim=optim, gradient_checkpointing=gc,
@@ -865,12 +869,17 @@ def _reload(info:dict, recipe:DPORecipe):
     return loading.load_model([info['model_id']], **_load_kw(recipe))[0]
 
 # %% ../nbs/03_training.ipynb #d5a2c085
+def _group_by_length(recipe:DPORecipe, settings:dict) -> bool:
+    "長さでまとめるか: レシピの指定、None ならマイクロバッチ 2 以上のとき（1 ならまとめてもパディングは減らない）"
+    return recipe.group_by_length if recipe.group_by_length is not None else settings['per_device_train_batch_size'] > 1
+
 def _make_trainer(model, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str, callbacks:list, **extra):
     from colab_dpo import loading
     from transformers import set_seed
     set_seed(recipe.seed)
     lora = loading.lora_config(model, r=recipe.lora_r, alpha=recipe.lora_alpha, dropout=recipe.lora_dropout, targets=recipe.lora_targets)
     return compat.make_dpo_trainer(model, tok, train_ds, eval_dataset=eval_ds, peft_config=lora, callbacks=callbacks,
+                                   group_by_length=_group_by_length(recipe, settings),
                                    **_dpo_args(recipe, settings, ckdir, precision, eval_ds is not None, **extra))
 
 def _preflight(model, tok, train_ds, recipe:DPORecipe, settings:dict, precision:str, extra:dict, fault:dict):
@@ -880,7 +889,7 @@ def _preflight(model, tok, train_ds, recipe:DPORecipe, settings:dict, precision:
     sub = train_ds.select(sorted(idx))
     tmp = Path(tempfile.mkdtemp(prefix='colab_dpo_preflight_'))
     r = recipe.replace(max_steps=recipe.preflight_steps, eval_ratio=0.0, logging_steps=1, save_steps=10**9, save_total_limit=None)
-    watch = _RunWatch()
+    watch, trainer = _RunWatch(), None
     try:
         trainer = _make_trainer(model, tok, sub, None, r, {**settings, 'gradient_accumulation_steps': 1}, tmp, precision, [watch], **extra)
         watch.guard = guard = _StepGuard(trainer, fault)
@@ -890,21 +899,40 @@ def _preflight(model, tok, train_ds, recipe:DPORecipe, settings:dict, precision:
         if _is_oom(e): raise
         raise TrainingError('train.preflight_failed', steps=recipe.preflight_steps, rows=len(sub),
                             reason=f'{type(e).__name__}: {str(e).splitlines()[0][:300]}') from e
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        compat.release_bnb_overrides(getattr(trainer, 'model', None))
     if guard.bad: raise TrainingError('train.preflight_failed', steps=recipe.preflight_steps, rows=len(sub), reason=f'損失が {guard.bad[1]}（{guard.bad[0]} ステップ目）')
     return dict(steps=trainer.state.global_step, rows=len(sub), loss=_final_metrics(trainer.state.log_history).get('train_loss'))
 
 # %% ../nbs/03_training.ipynb #695f5bfb
-def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, precision:str) -> tuple:
+def ref_passes(recipe:DPORecipe, # レシピ
+               rows:int # 学習データの行数
+              ) -> float: # 参照の順伝播が同じ行を何回くり返すか（エポック数）
+    "学習中に参照の log-prob を計算すると、同じ行の参照の順伝播を何回くり返すことになるか"
+    if recipe.max_steps > 0:
+        world = int(os.environ.get('WORLD_SIZE', '1'))
+        return recipe.max_steps * recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * world / max(rows, 1)
+    return float(recipe.num_train_epochs)
+
+def _precompute_default(recipe:DPORecipe, rows:int) -> bool|None:
+    "precompute_ref_log_probs が None のときの既定: 2 周以上なら事前計算（参照の順伝播は 1 周で済む）。それ以外は計画に任せる"
+    if recipe.precompute_ref_log_probs is not None: return recipe.precompute_ref_log_probs
+    return True if ref_passes(recipe, rows) >= 2 else None
+
+def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, precision:str, rows:int) -> tuple:
     "メモリ計画を立て、GPU なら（auto_plan のとき）その設定を使う。ドライランは本番のモデルで T4 の計画だけを示す"
+    pre = _precompute_default(recipe, rows)
     settings = dict(per_device_train_batch_size=recipe.per_device_train_batch_size, gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-                    gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=bool(recipe.precompute_ref_log_probs))
+                    gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=bool(pre))
     if recipe.dry_run: return _target_plan(target, info, stats), settings
     plan = plan_memory(model.config, quantization=recipe.quantization, precision=precision, lora_r=recipe.lora_r,
                        lora_targets=recipe.lora_targets, optim=recipe.optim, max_length=recipe.max_length, token_stats=stats,
                        micro_batch=recipe.per_device_train_batch_size, grad_accum=recipe.gradient_accumulation_steps,
-                       gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=recipe.precompute_ref_log_probs,
+                       gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=pre,
                        vram_gb=_vram_budget(recipe), margin=recipe.vram_margin)
+    if pre and recipe.precompute_ref_log_probs is None:
+        plan.reasons.append(f'学習はデータを {ref_passes(recipe, rows):.1f} 周するので、参照の log-prob を最初に 1 周だけ計算します（参照の順伝播が周回ごとに要らなくなる）')
     if plan.fits is False: warn('train.plan_no_fit', peak=plan.peak_gb, budget=plan.budget_gb, suggest=max(128, recipe.max_length // 2))
     if plan.fits is not None and recipe.auto_plan: settings = plan.dpo_args()
     return plan, settings
@@ -923,6 +951,7 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
             watch.guard = _StepGuard(trainer, fault)
             trainer.train(resume_from_checkpoint=str(resume_ck) if resume_ck else None)
         except Exception as e:
+            compat.release_bnb_overrides(getattr(trainer, 'model', None) or model)   # 失敗したモデルを大域の登録から外す（GPU に残らないように）
             if not _is_oom(e): raise
             oom = dict(step=(trainer.state.global_step + 1) if trainer else 0, error=str(e).splitlines()[0][:200])
         if oom is None: return dict(trainer=trainer, watch=watch, monitor=monitor, settings=settings, retries=retries, resumed_from=resumed_from)
@@ -964,7 +993,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     extra = dict(use_cpu=True) if recipe.dry_run and torch.cuda.is_available() else {}   # ドライランは GPU があっても CPU で
     model, tok, info = _load(recipe, run_dir)
     train_ds, eval_ds, data_report, stats = _load_data(recipe, tok, stats_rows=target.max_rows, stats_max_length=target.max_length)
-    plan, settings = _plan(recipe, target, model, info, stats, precision)
+    plan, settings = _plan(recipe, target, model, info, stats, precision, rows=len(train_ds))
     main = int(os.environ.get('RANK', '0')) == 0
     if plan is not None and main: print(plan)
     fault = _fault if _fault is not None else {}
@@ -977,6 +1006,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     model = None   # 以後モデルを持つのは _train_with_recovery だけ
     run = _train_with_recovery(held, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, info, callbacks or [], extra, fault)
     trainer, watch = run['trainer'], run['watch']
+    compat.release_bnb_overrides(trainer.model)   # 学習が終わったら、埋め込みを bitsandbytes の大域の登録から外す
     if watch.guard.bad:
         good = [p for p in [run['resumed_from'], *watch.saved] if p and checkpoint_status(p)[0]]
         if trainer.is_world_process_zero():
@@ -988,7 +1018,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     if recipe.merge and main:
         run['trainer'] = run['watch'] = trainer = watch = None; _free_cuda()   # 学習したモデルを手放してから 16bit で読み直す
         merged = merge_adapter(adapter_dir, info['source'], run_dir/'merged', dtype='bf16' if precision == 'bf16' else 'fp16')
-    card = run_card(recipe.replace(**run['settings']), info=info, precision=precision, plan=plan,
+    card = run_card(recipe.replace(**run['settings'], group_by_length=trainer.colab_dpo_compat['group_by_length']), info=info, precision=precision, plan=plan,
                     data=dict(report=data_report, token_stats=stats, train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0),
                     memory=dict(summary=mon.summary, **{f'{k}_gb': round(v, 3) for k,v in mon.peak.items()}),
                     wall_time_s=time.time() - t0, metrics=_final_metrics(history), oom_retries=run['retries'], preflight=preflight,
@@ -1047,7 +1077,7 @@ def run_card_markdown(card:dict # `run_card` の結果
                                 + [(k, x) for k,x in v.items() if k not in ('python', 'torch')]), '',
            '## レシピ', _md_table([(k, r[k]) for k in ('beta', 'loss_type', 'learning_rate', 'lr_scheduler_type', 'num_train_epochs', 'max_steps',
                                                       'max_length', 'max_prompt_length', 'per_device_train_batch_size',
-                                                      'gradient_accumulation_steps', 'gradient_checkpointing', 'precompute_ref_log_probs', 'optim', 'seed')]), '',
+                                                      'gradient_accumulation_steps', 'gradient_checkpointing', 'precompute_ref_log_probs', 'group_by_length', 'optim', 'seed')]), '',
            '## データ', _md_table([('学習の行数', d.get('train_rows')), ('評価の行数', d.get('eval_rows')), ('最長ペア（トークン）', st.get('pair_max')),
                                   ('ペア長の 95%点', st.get('pair_p95')), ('ペア長の平均', st.get('pair_mean')),
                                   ('max_length を超えるペア', st.get('over_max_length'))]), '',

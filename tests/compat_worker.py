@@ -4,7 +4,7 @@
 `tests/compat_matrix.py` が各セルの venv の python で実行する（単独でも動く: `python tests/compat_worker.py --out r.json`）。
 import するのは colab_dpo.compat と colab_dpo.tiny だけ（data/training/eval は新しいライブラリを要ることがあるため）。
 
-ケース: plain（テキスト）、conversational（会話、rpo_alpha 付き）、implicit（暗黙のプロンプト）、4bit（bitsandbytes の CPU 4-bit、
+ケース: plain（テキスト）、conversational（会話、rpo_alpha 付き）、implicit（暗黙のプロンプト、長さでまとめる sampler 付き）、4bit（bitsandbytes の CPU 4-bit、
 transformers >= 4.53 のときだけ）。各ケースで確かめること: 損失が記録されて下がった、rewards/accuracies が記録された、
 LoRA の重みが変わり元の重みは変わらない、参照モデルのコピーが無い。
 """
@@ -43,6 +43,7 @@ def run_case(case:str, tiny:Path) -> dict:
         from transformers import BitsAndBytesConfig
         load_kw['quantization_config'] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_compute_dtype=torch.float32)
     if case == 'conversational': extra['rpo_alpha'] = 0.2   # 版ごとに loss_type+['sft'] / rpo_alpha / 警告 のどれかになる
+    if case == 'implicit': extra['group_by_length'] = True   # 長さでまとめる sampler が、どの版のトークン化済みデータでも組めること
     model = AutoModelForCausalLM.from_pretrained(tiny, **load_kw)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'], task_type='CAUSAL_LM')
     if case == 'plain':   # bf16 の設定を一度作っても、その精度が後のトレーナーへ漏れないこと
@@ -59,6 +60,12 @@ def run_case(case:str, tiny:Path) -> dict:
                                    max_prompt_length=64, **extra)
     cw = [w.message for w in ws if isinstance(w.message, ColabDPOWarning)]
     check(len(cw) <= 1, f"{len(cw)} colab-dpo warnings (expected at most one)")
+    if case == 'implicit':
+        from colab_dpo.compat import pair_lengths
+        check(trainer.colab_dpo_compat['group_by_length'], f"group_by_length not applied: {[getattr(w, 'code', '') for w in cw]}")
+        lens = pair_lengths(trainer.train_dataset)
+        order = list(trainer._get_train_sampler())
+        check(sorted(order) == list(range(len(lens))), 'the length-grouped sampler does not cover every row once')
     if case == 'plain':
         check(os.environ.pop('ACCELERATE_MIXED_PRECISION', None) == 'bf16', 'ACCELERATE_MIXED_PRECISION not restored')
         check(trainer.accelerator.mixed_precision == 'no', f"leaked mixed precision: {trainer.accelerator.mixed_precision}")
