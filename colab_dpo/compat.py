@@ -614,7 +614,7 @@ def plan_dpo_args(caps:TRLCaps|None=None, # 写す先の能力（None ならイ�
 def cpu_compact_logprobs(enable:bool=True # False で TRL の元の判定に戻す
                         ) -> bool: # 差し替えが効いているか（融合 LM ヘッドの無い TRL では False）
     "TRL の融合 LM ヘッドが CPU でも答えの位置だけを語彙に射影するようにする（値は同じで、射影する位置が減る）"
-    if trl_caps() is None: return False
+    if trl_caps() is None: return False   # TRL が無いか、import できない
     try: import trl.trainer.utils as tu
     except ImportError: return False
     cur = getattr(tu, '_use_triton', None)

@@ -951,9 +951,10 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
             watch.guard = _StepGuard(trainer, fault)
             trainer.train(resume_from_checkpoint=str(resume_ck) if resume_ck else None)
         except Exception as e:
-            compat.release_bnb_overrides(getattr(trainer, 'model', None) or model)   # 失敗したモデルを大域の登録から外す（GPU に残らないように）
             if not _is_oom(e): raise
             oom = dict(step=(trainer.state.global_step + 1) if trainer else 0, error=str(e).splitlines()[0][:200])
+        finally:   # 成功でも失敗でも、学習が終わったモデルを bitsandbytes の大域の登録から外す（GPU に残らないように）
+            compat.release_bnb_overrides(getattr(trainer, 'model', None) or model)
         if oom is None: return dict(trainer=trainer, watch=watch, monitor=monitor, settings=settings, retries=retries, resumed_from=resumed_from)
         done = [p for p in watch.saved if checkpoint_status(p)[0]]
         resume_ck = done[-1] if done else resume_ck
@@ -1006,7 +1007,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     model = None   # 以後モデルを持つのは _train_with_recovery だけ
     run = _train_with_recovery(held, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, info, callbacks or [], extra, fault)
     trainer, watch = run['trainer'], run['watch']
-    compat.release_bnb_overrides(trainer.model)   # 学習が終わったら、埋め込みを bitsandbytes の大域の登録から外す
+    grouped = trainer.colab_dpo_compat['group_by_length']   # merge はトレーナーを手放すので先に読む
     if watch.guard.bad:
         good = [p for p in [run['resumed_from'], *watch.saved] if p and checkpoint_status(p)[0]]
         if trainer.is_world_process_zero():
@@ -1018,7 +1019,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     if recipe.merge and main:
         run['trainer'] = run['watch'] = trainer = watch = None; _free_cuda()   # 学習したモデルを手放してから 16bit で読み直す
         merged = merge_adapter(adapter_dir, info['source'], run_dir/'merged', dtype='bf16' if precision == 'bf16' else 'fp16')
-    card = run_card(recipe.replace(**run['settings'], group_by_length=trainer.colab_dpo_compat['group_by_length']), info=info, precision=precision, plan=plan,
+    card = run_card(recipe.replace(**run['settings'], group_by_length=grouped), info=info, precision=precision, plan=plan,
                     data=dict(report=data_report, token_stats=stats, train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0),
                     memory=dict(summary=mon.summary, **{f'{k}_gb': round(v, 3) for k,v in mon.peak.items()}),
                     wall_time_s=time.time() - t0, metrics=_final_metrics(history), oom_retries=run['retries'], preflight=preflight,
