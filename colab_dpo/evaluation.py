@@ -14,12 +14,13 @@ from .compat import (register_messages, msg, warn, lang, ColabDPOError, ConfigEr
                               cli_errors)
 
 # %% auto #0
-__all__ = ['FAULTS', 'LN2', 'JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'norm_key', 'history_file', 'load_history',
+__all__ = ['FAULTS', 'LN2', 'JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'MIN_PAIRS', 'norm_key', 'history_file', 'load_history',
            'synthetic_history', 'HistoryFrames', 'history_frames', 'ema', 'plot_history', 'capture_glyph_warnings',
            'Note', 'Notes', 'interpret_history', 'pair_ids', 'completion_logps', 'pair_logps', 'PreferenceEval',
            'preference_eval', 'ja_ratio', 'distinct_n', 'prompt_ids', 'generate_answers', 'GenerationComparison',
            'compare_generations', 'load_prompt_set', 'read_run_card', 'base_model_of', 'load_run', 'plot_preference',
-           'verdict', 'health', 'EvalReport', 'evaluate_run', 'eval_cli']
+           'wilson', 'mcnemar_p', 'pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health',
+           'EvalReport', 'evaluate_run', 'eval_cli']
 
 # %% ../nbs/04_eval.ipynb #286282f5
 register_messages({
@@ -889,21 +890,74 @@ def plot_preference(pe:PreferenceEval,          # preference_eval の結果
         fig.savefig(Path(out_dir)/fname, dpi=100)
     return fig
 
+# %% ../nbs/04_eval.ipynb #c3e1f0a2
+def wilson(k:float, # 成功の数（引き分けを 0.5 と数えるなら小数も可）
+           n:int,   # 試行の数
+           z:float=1.96, # 正規分布の分位点（1.96 で 95%）
+          ) -> tuple[float, float]: # (下限, 上限)。n=0 なら (0, 1)
+    "二項の割合の Wilson スコア区間"
+    if n <= 0: return (0.0, 1.0)
+    p = k/n; d = 1 + z*z/n
+    c, h = (p + z*z/(2*n))/d, z*math.sqrt(p*(1 - p)/n + z*z/(4*n*n))/d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+def mcnemar_p(b:int, # 学習前は正解で学習後に不正解になったペアの数
+              c:int, # 学習前は不正解で学習後に正解になったペアの数
+             ) -> float: # 両側の正確な p 値（食い違いが無ければ 1.0）
+    "対応のある 2 値の変化の正確な McNemar 検定（= 食い違ったペアの符号検定）"
+    n = b + c
+    if n == 0: return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2*tail)
+
+def pairs_needed(acc:float, # 見込む正解率（0.5 より大きいこと）
+                 cap:int=100_000, # 探索の上限
+                ) -> int|None: # Wilson 区間の下限が 50% を超える最小のペア数（acc ≤ 0.5 なら None）
+    "観測した正解率が本当なら、区間の下限が 50% を超えるのに何組要るか"
+    if not acc > 0.5: return None
+    n = 1
+    while n <= cap and wilson(acc*n, n)[0] <= 0.5: n = n + max(1, n//8)
+    lo = max(1, n - max(1, n//9) - 1)
+    return next((m for m in range(lo, n + 1) if wilson(acc*m, m)[0] > 0.5), n) if n <= cap else None
+
+# %% ../nbs/04_eval.ipynb #d4f2a1b3
+def _wins(a, b) -> list[float]: return [1.0 if x > y else 0.5 if x == y else 0.0 for x,y in zip(a, b)]
+
+def preference_stats(pref:PreferenceEval, # preference_eval の結果
+                    ) -> dict: # n、logp_accuracy_before/after（と _ci）、reward_accuracy（と _ci）、margin_mean、change_p_value、pairs_needed
+    "保留データの選好の評価を、区間と検定つきの固定のキーにまとめる"
+    per = lambda c, r: _wins([x/n for x,n in zip(c, pref.chosen_tokens)], [x/n for x,n in zip(r, pref.rejected_tokens)])
+    b, a, w = per(pref.ref_chosen, pref.ref_rejected), per(pref.pol_chosen, pref.pol_rejected), _wins(pref.rewards_chosen, pref.rewards_rejected)
+    n = len(w)
+    ra = sum(w)/n if n else float('nan')
+    return dict(n=n, logp_accuracy_before=_mean(b), logp_accuracy_before_ci=list(wilson(sum(b), n)),
+                logp_accuracy_after=_mean(a), logp_accuracy_after_ci=list(wilson(sum(a), n)),
+                reward_accuracy=ra, reward_accuracy_ci=list(wilson(sum(w), n)),
+                margin_mean=_mean([x - y for x,y in zip(pref.rewards_chosen, pref.rewards_rejected)]),
+                change_p_value=mcnemar_p(sum(x > y for x,y in zip(b, a)), sum(x < y for x,y in zip(b, a))),
+                pairs_needed=pairs_needed(max(ra, 0.6)) if n else None, beta=pref.beta)
+
 # %% ../nbs/04_eval.ipynb #78c0226a
 register_messages({
     'eval.verdict_helped': dict(
-        ja='DPO は効いています: 保留データ {n} 組で選好の正解率（暗黙の報酬）{acc:.0%}、平均マージン {margin:+.3f}。1 トークンあたりの log-prob で chosen を選ぶ割合は {before:.0%} → {after:.0%}',
-        en='DPO helped: on {n} held-out pairs the preference accuracy (implicit reward) is {acc:.0%}, mean margin {margin:+.3f}; per-token log-prob preference for chosen {before:.0%} → {after:.0%}'),
-    'eval.verdict_partly': dict(
-        ja='DPO の効果は限定的です: 保留データ {n} 組で選好の正解率 {acc:.0%}、平均マージン {margin:+.3f}。1 トークンあたりの log-prob で chosen を選ぶ割合は {before:.0%} → {after:.0%}。ステップ数・学習率・データの量を見直すと伸びる余地があります',
-        en='DPO helped only partly: on {n} held-out pairs accuracy {acc:.0%}, mean margin {margin:+.3f}; per-token log-prob preference for chosen {before:.0%} → {after:.0%}. More steps, another learning rate or more data may help'),
-    'eval.verdict_not_helped': dict(
-        ja='DPO は保留データでは効いていません: {n} 組で選好の正解率 {acc:.0%}、平均マージン {margin:+.3f}。学習の所見、学習率・β・データを見直してください',
-        en='DPO did not help on the held-out data: {n} pairs, accuracy {acc:.0%}, mean margin {margin:+.3f}. Review the training notes, learning rate, beta and data'),
+        ja='DPO は効いています: 保留データ {n} 組で、暗黙の報酬の正解率 {acc:.0%}（95% 区間 {lo:.0%}–{hi:.0%}）、平均マージン {margin:+.3f}。1 トークンあたりの log-prob で chosen を選ぶ割合は {before:.0%} → {after:.0%}（変化の p = {p:.2g}）',
+        en='DPO helped: on {n} held-out pairs the implicit-reward accuracy is {acc:.0%} (95% interval {lo:.0%}–{hi:.0%}), mean margin {margin:+.3f}; per-token log-prob preference for chosen {before:.0%} → {after:.0%} (change p = {p:.2g})'),
+    'eval.verdict_inconclusive': dict(
+        ja='まだ分かりません: 保留データ {n} 組では、暗黙の報酬の正解率 {acc:.0%}（95% 区間 {lo:.0%}–{hi:.0%}）、1 トークンあたりの log-prob の選好 {before:.0%} → {after:.0%}（変化の p = {p:.2g}）で、偶然と区別できません。正解率が {target:.0%} なら約 {needed} 組の保留データで判断できます',
+        en='Inconclusive: with {n} held-out pairs the implicit-reward accuracy is {acc:.0%} (95% interval {lo:.0%}–{hi:.0%}) and the per-token log-prob preference {before:.0%} → {after:.0%} (change p = {p:.2g}): not distinguishable from chance. At {target:.0%} accuracy about {needed} held-out pairs would decide it'),
+    'eval.verdict_no_effect': dict(
+        ja='効果は見られません: 保留データ {n} 組で、暗黙の報酬の正解率 {acc:.0%}（95% 区間 {lo:.0%}–{hi:.0%}）、1 トークンあたりの log-prob の選好 {before:.0%} → {after:.0%}（変化の p = {p:.2g}）。学習率・ステップ数・β・データ（chosen と rejected の向き）を見直してください',
+        en='No effect: on {n} held-out pairs the implicit-reward accuracy is {acc:.0%} (95% interval {lo:.0%}–{hi:.0%}), per-token log-prob preference {before:.0%} → {after:.0%} (change p = {p:.2g}). Review the learning rate, steps, beta and the data (chosen/rejected orientation)'),
+    'eval.verdict_harmed': dict(
+        ja='逆効果です: 保留データ {n} 組で、暗黙の報酬の正解率 {acc:.0%}（95% 区間 {lo:.0%}–{hi:.0%}）、1 トークンあたりの log-prob の選好 {before:.0%} → {after:.0%}（変化の p = {p:.2g}）。モデルは rejected の方へ動きました。chosen と rejected が入れ替わっていないか確かめてください',
+        en='Harmful: on {n} held-out pairs the implicit-reward accuracy is {acc:.0%} (95% interval {lo:.0%}–{hi:.0%}), per-token log-prob preference {before:.0%} → {after:.0%} (change p = {p:.2g}). The model moved towards rejected; check that chosen and rejected are not swapped'),
     'eval.verdict_gen_only': dict(
-        ja='保留データがないため生成だけで判断しました: 学習後の回答の暗黙の報酬は平均 {after:+.3f}（学習前の回答は {before:+.3f}）、{changed:.0%} のプロンプトで回答が変わりました',
-        en='No held-out data, judged from generations only: the implicit reward of the new answers averages {after:+.3f} (old answers {before:+.3f}); {changed:.0%} of the answers changed'),
+        ja='保留データがないため生成だけで見ました（効果の判断はできません）: 学習後の回答の暗黙の報酬は平均 {after:+.3f}（学習前の回答は {before:+.3f}）、{changed:.0%} のプロンプトで回答が変わりました',
+        en='No held-out data, so only generations were looked at (no verdict on the effect): the implicit reward of the new answers averages {after:+.3f} (old answers {before:+.3f}); {changed:.0%} of the answers changed'),
     'eval.verdict_unknown': dict(ja='判断できません（保留データも生成もありません）', en='Cannot tell (no held-out data and no generations)'),
+    'eval.empty_generations': dict(
+        ja='{side}の回答 {n} 問中 {empty} 問が空、{degenerate} 問が同じ語のくり返しでした。ランダムなモデルや学習しすぎのモデルでよく起きます（生成の指標は当てになりません）',
+        en='{empty} of {n} {side} answers are empty and {degenerate} are repetitive. This is typical of a random or over-trained model (the generation metrics are not meaningful)'),
     'eval.health_ok': dict(ja='学習は健全です: {n} 回分の記録に問題のしるしは見つかりませんでした',
                            en='The run looks healthy: no warning signs in {n} logs'),
     'eval.health_issues': dict(ja='学習の記録に確認すべき点が {n} 件あります: {codes}',
@@ -913,23 +967,47 @@ register_messages({
                                  en='Only {n} training log(s): too few to judge the run health (train with a smaller logging_steps)'),
 })
 
+# %% ../nbs/04_eval.ipynb #a7d3c1e9
+MIN_PAIRS = 10  # これより少ない保留データでは、効果がない・逆効果とも言わない
+
+def _verdict_code(ps:dict) -> str:
+    lo, hi = ps['reward_accuracy_ci']
+    up, down = ps['logp_accuracy_after'] > ps['logp_accuracy_before'], ps['logp_accuracy_after'] < ps['logp_accuracy_before']
+    sig = ps['change_p_value'] < 0.05
+    if lo > 0.5 and sig and up: return 'eval.verdict_helped'
+    if ps['n'] >= MIN_PAIRS and (hi < 0.5 or (sig and down)): return 'eval.verdict_harmed'
+    if ps['n'] < MIN_PAIRS or ps['reward_accuracy'] > 0.5: return 'eval.verdict_inconclusive'
+    return 'eval.verdict_no_effect'
+
 def verdict(pref:PreferenceEval|None=None,        # preference_eval の結果
             gens:GenerationComparison|None=None,  # compare_generations の結果
            ) -> tuple[str, str]:                  # (コード, 文言)
-    "保留データの評価（なければ生成の比較）から「DPO は効いたか」を決める"
+    "保留データの評価から、区間と検定に基づいて「DPO は効いたか」を決める（保留データがなければ判断しない）"
     if pref is not None and pref.summary['n']:
-        s = pref.summary
-        b, a = s['before']['accuracy_per_token'], s['after']['accuracy_per_token']
-        kw = dict(n=s['n'], acc=s['reward_accuracy'], margin=s['reward_margin'], before=b, after=a)
-        if s['reward_accuracy'] >= 0.6 and s['reward_margin'] > 0 and a >= b: code = 'eval.verdict_helped'
-        elif s['reward_accuracy'] > 0.5 and s['reward_margin'] > 0: code = 'eval.verdict_partly'
-        else: code = 'eval.verdict_not_helped'
+        ps = preference_stats(pref); code = _verdict_code(ps)
+        lo, hi = ps['reward_accuracy_ci']; target = max(ps['reward_accuracy'], 0.6)
+        kw = dict(n=ps['n'], acc=ps['reward_accuracy'], lo=lo, hi=hi, margin=ps['margin_mean'], before=ps['logp_accuracy_before'],
+                  after=ps['logp_accuracy_after'], p=ps['change_p_value'], target=target, needed=pairs_needed(target) or '?')
         return code, msg(code, **kw)
     if gens is not None and gens.rows:
         s = gens.summary
         kw = dict(after=s['after']['reward'], before=s['before']['reward'], changed=s['changed'])
         return 'eval.verdict_gen_only', msg('eval.verdict_gen_only', **kw)
     return 'eval.verdict_unknown', msg('eval.verdict_unknown')
+
+def _degenerate(text:str) -> bool: return len(text) >= 12 and distinct_n(text, 2) < 0.3
+
+def generation_flags(gens:GenerationComparison|None, # compare_generations の結果
+                    ) -> dict: # 学習前・学習後それぞれの空の回答とくり返しの数、その注意文（問題がなければ空）
+    "空の回答・くり返しだけの回答を数えて、注意文をつける"
+    if gens is None or not gens.rows: return dict(n=0, empty_before=0, empty_after=0, degenerate_before=0, degenerate_after=0, notes=[])
+    d, notes = dict(n=len(gens.rows)), []
+    for side,label in (('before', '学習前'), ('after', '学習後')):
+        t = [r[side]['text'] for r in gens.rows]
+        d[f'empty_{side}'], d[f'degenerate_{side}'] = sum(not x.strip() for x in t), sum(_degenerate(x) for x in t)
+        if d[f'empty_{side}'] + d[f'degenerate_{side}']:
+            notes.append(msg('eval.empty_generations', side=label, n=len(t), empty=d[f'empty_{side}'], degenerate=d[f'degenerate_{side}']))
+    return dict(d, notes=notes)
 
 def health(notes:Notes|None, # interpret_history の結果（None は記録なし）
            n_logs:int=0,     # 学習の記録の回数
@@ -972,6 +1050,20 @@ def _base_name(run:Path, card:dict, model) -> str:
     c = next(iter(getattr(model, 'peft_config', {}).values()), None)
     return getattr(c, 'base_model_name_or_path', None) or '?'
 
+def _preference_block(pref:PreferenceEval|None) -> dict:
+    "report.json の preference: 固定のキー（preference_stats）と、元の集計・ペアごとの値"
+    if pref is None: return dict(n=0, logp_accuracy_before=None, logp_accuracy_after=None, reward_accuracy=None, reward_accuracy_ci=None,
+                                 margin_mean=None, change_p_value=None)
+    return dict(preference_stats(pref), **pref.to_dict())
+
+def _stats_md(p:dict) -> str:
+    if not p.get('n'): return ''
+    ci = lambda k: f"{p[k]:.1%}（95% 区間 {p[k+'_ci'][0]:.1%}–{p[k+'_ci'][1]:.1%}）"
+    return '\n'.join(['| 指標（保留データ {} 組） | 値 |'.format(p['n']), '|---|---|',
+                      f"| log-prob で chosen を選ぶ割合（1 トークンあたり）学習前 | {ci('logp_accuracy_before')} |",
+                      f"| 同 学習後 | {ci('logp_accuracy_after')} |", f"| 変化の p 値（正確な McNemar 検定） | {p['change_p_value']:.3g} |",
+                      f"| 暗黙の報酬の正解率 | {ci('reward_accuracy')} |", f"| 暗黙の報酬の平均マージン | {p['margin_mean']:+.4f} |"])
+
 def _report_md(run:Path, d:dict, notes, pref, gens, figs:dict) -> str:
     L = ['# DPO 評価レポート', '', f"- run: `{run}`", f"- 基盤モデル: `{d['base_model']}`、β = {d['beta']:g}",
          '- 参照（学習前）: 同じモデルで LoRA アダプターを無効にしたもの（2 つ目のモデルは読み込んでいません）', '',
@@ -980,9 +1072,10 @@ def _report_md(run:Path, d:dict, notes, pref, gens, figs:dict) -> str:
     L += [notes._repr_markdown_() if notes is not None else msg('eval.health_unknown'), '']
     if 'training_dashboard' in figs: L += [f"![学習の記録]({Path(figs['training_dashboard']).name})", '']
     L += ['## 保留データでの選好（学習前後）', '']
-    if pref is not None: L += [pref._repr_markdown_(), '', f"![選好]({Path(figs['preference']).name})", '']
+    if pref is not None: L += [_stats_md(d['preference']), '', pref._repr_markdown_(), '', f"![選好]({Path(figs['preference']).name})", '']
     else: L += [msg('eval.no_eval_data'), '']
     L += ['## テスト用プロンプトへの回答（学習前後）', '']
+    L += [f'> **注意**: {x}' for x in d['generations']['flags']['notes']] + ([''] if d['generations']['flags']['notes'] else [])
     L += [gens._repr_markdown_() if gens is not None else '（生成しませんでした）', '']
     L += ['## 読み方', '', '- 暗黙の報酬 = β ×（学習後の log-prob − 学習前の log-prob）。chosen の報酬が rejected を上回った割合が選好の正解率です。',
           '- `rewards/chosen` がマイナスでも、rejected がそれ以上に下がっていれば DPO としては正常です。',
@@ -1002,6 +1095,7 @@ def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_
                  quantization:str|None='auto', # load_run に渡す量子化
                  smooth:float=0.6,          # 学習曲線の平滑化
                  system:str|None=None,      # 生成のシステムプロンプト
+                 gen_kw:dict|None=None,     # generate へ渡す追加の設定（例: dict(do_sample=True)。既定は貪欲法）
                 ) -> EvalReport:
     "run フォルダを評価し、「DPO は効いたか、学習は健全か」に答える日本語のレポートを書く"
     t0, run = time.time(), Path(getattr(run_dir, 'run_dir', run_dir))  # train_dpo の結果（TrainResult）も受け取る
@@ -1024,12 +1118,12 @@ def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_
         pref = preference_eval(model, tok, data, beta, batch_size, _card(card, 'max_length'), max_pairs)
         plot_preference(pref, out); figs['preference'] = out/'preference.png'
     gens = compare_generations(model, tok, load_prompt_set(prompts if prompts is not None else 'ja', n=n_prompts),
-                               max_new_tokens, beta, batch_size, system)
+                               max_new_tokens, beta, batch_size, system, **(gen_kw or {}))
     vc, vm = verdict(pref, gens); hc, hm = health(notes, n_logs)
     d = dict(run_dir=str(run), base_model=_base_name(run, card, model), beta=beta,
              verdict=dict(code=vc, message=vm), health=dict(code=hc, message=hm),
              notes=[x.to_dict() for x in notes] if notes is not None else None,
-             preference=pref.to_dict() if pref is not None else None, generations=gens.to_dict(),
+             preference=_preference_block(pref), generations=dict(gens.to_dict(), flags=generation_flags(gens)),
              figures={k: Path(v).name for k,v in figs.items()}, seconds=time.time() - t0)
     md = _report_md(run, d, notes, pref, gens, figs)
     (out/'report.md').write_text(md, encoding='utf-8')

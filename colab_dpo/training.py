@@ -20,8 +20,7 @@ from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数�
 __all__ = ['PROFILES', 'GB', 'DPORecipe', 'detect_profile', 'ModelShape', 'model_shape', 'estimate_memory', 'MemoryPlan',
            'plan_memory', 'token_stats', 'MemoryMonitorCallback', 'checkpoint_status', 'find_checkpoints',
            'latest_checkpoint', 'checkpoint_dir', 'TrainResult', 'ref_passes', 'train_dpo', 'run_card',
-           'run_card_markdown', 'write_run_card', 'merge_adapter', 'push_run', 'cli_recipe', 'train_cli', 'run_demo',
-           'demo_cli']
+           'run_card_markdown', 'write_run_card', 'merge_adapter', 'push_run', 'cli_recipe', 'train_cli']
 
 # %% ../nbs/03_training.ipynb #4ac1ce26
 register_messages({
@@ -1194,46 +1193,4 @@ def train_cli(config:str=None, # レシピファイル（YAML/JSON）
     if int(os.environ.get('RANK', '0')) == 0:
         print(res)
         print(f"ランカード: {res.run_dir/'run_card.md'}\nログ: {res.run_dir/'log_history.json'}")
-    return 0
-
-# %% ../nbs/03_training.ipynb #327e1331
-def _evaluate_hook(run_dir:Path, **kw):
-    "評価モジュールがあれば `evaluate_run(run_dir, **kw)` を呼ぶ（無ければ None）。学習の後に評価をつなぐ唯一の口"
-    import importlib.util
-    if importlib.util.find_spec('colab_dpo.evaluation') is None: return None
-    from colab_dpo.evaluation import evaluate_run
-    return evaluate_run(run_dir, **kw)
-
-def run_demo(output_dir:str|Path='colab_dpo_demo', # 出力先
-             max_steps:int=24, # 学習ステップ数
-             arch:str='qwen2', # ミニモデルの型（TINY_ARCHS）
-             evaluate:bool=True # 評価モジュールがあれば評価も行う
-            ) -> tuple[TrainResult, Any]: # (学習結果, 評価結果か None)
-    "ミニモデルと同梱サンプルで、学習から評価までをオフラインで通す"
-    from colab_dpo.tiny import make_tiny_model
-    out = Path(output_dir).expanduser()
-    tiny = make_tiny_model(out/'tiny_model', arch=arch, seed=0)
-    half = max(1, max_steps // 2)
-    recipe = DPORecipe(models=[str(tiny)], quantization=None, max_length=192, max_prompt_length=96, per_device_train_batch_size=2,
-                       gradient_accumulation_steps=2, learning_rate=5e-4, lr_scheduler_type='constant', warmup_ratio=0.0,
-                       max_steps=max_steps, eval_ratio=0.05, eval_steps=half, logging_steps=max(1, max_steps // 6), save_steps=half,
-                       save_total_limit=1, gradient_checkpointing=False, resume=None, output_dir=str(out/'run'), profile='demo')
-    res = train_dpo(recipe)
-    return res, (_evaluate_hook(res.run_dir, n_prompts=4, max_new_tokens=48) if evaluate else None)
-
-@call_parse
-@cli_errors
-def demo_cli(output_dir:str='colab_dpo_demo', # 出力先のフォルダ
-             max_steps:int=24, # 学習ステップ数
-             no_eval:bool=False # 評価を飛ばす
-            ):
-    "ミニモデルと同梱サンプルで、学習・保存・評価の全体をオフラインで実行する"
-    t0 = time.time()
-    res, ev = run_demo(output_dir, max_steps=max_steps, evaluate=not no_eval)
-    print(f"\nデモが終わりました（{time.time()-t0:.0f} 秒）。出力:")
-    for name,p in (('ミニモデル', Path(output_dir)/'tiny_model'), ('アダプター', res.adapter_dir), ('ランカード', res.run_dir/'run_card.md'),
-                   ('ログ', res.run_dir/'log_history.json'), ('チェックポイント', res.checkpoint_dir)):
-        print(f'  {name}: {p}')
-    if ev is None and not no_eval: print('  評価: colab_dpo.evaluation がまだ無いので飛ばしました')
-    elif ev is not None: print(f'  評価: {ev}')
     return 0
