@@ -1049,6 +1049,10 @@ def eval_cli(run_dir:str=None,        # colab-dpo-train の出力フォルダ（
             ):
     "run フォルダを評価し、日本語のレポート（eval/report.md、report.json、PNG）を書く"
     if not run_dir: raise ConfigError('eval.missing_run_dir', arg='--run-dir')
+    from colab_dpo.checkpoints import check_run_outputs, check_writable
+    if max_new_tokens < 1: raise ConfigError('ckpt.bad_arg', field='--max-new-tokens', value=max_new_tokens, expected='1 以上にしてください')
+    check_run_outputs(run_dir)
+    if out_dir: check_writable(out_dir, field='--out-dir')
     r = evaluate_run(run_dir, prompts=prompts, data=data, max_new_tokens=max_new_tokens, max_pairs=max_pairs,
                      n_prompts=n_prompts, out_dir=out_dir)
     print(r.summary_text)

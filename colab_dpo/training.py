@@ -6,7 +6,7 @@ Docs: https://colab-dpo.github.io/colab-dpo/training.html.md"""
 
 # %% ../nbs/03_training.ipynb #d72ac9f8
 from __future__ import annotations
-import os, re, sys, json, time, shutil, zipfile, struct, difflib, tempfile, platform, dataclasses
+import os, re, sys, json, math, time, socket, shutil, zipfile, struct, difflib, tempfile, platform, dataclasses
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Any, Annotated
@@ -14,12 +14,13 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 from . import compat
 from .compat import register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, cli_errors
+from .checkpoints import (checkpoint_status, find_checkpoints, latest_checkpoint, checkpoint_dir, resolve_resume, check_writable,
+                                   run_fingerprint, plan_run, read_run_state, write_run_state, RunLock)
 from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数名（能力で判定）と GPU メモリの解放は読み込みモジュールと共通
 
 # %% auto #0
 __all__ = ['PROFILES', 'GB', 'DPORecipe', 'detect_profile', 'ModelShape', 'model_shape', 'estimate_memory', 'MemoryPlan',
-           'plan_memory', 'token_stats', 'MemoryMonitorCallback', 'checkpoint_status', 'find_checkpoints',
-           'latest_checkpoint', 'checkpoint_dir', 'TrainResult', 'ref_passes', 'train_dpo', 'run_card',
+           'plan_memory', 'token_stats', 'MemoryMonitorCallback', 'TrainResult', 'ref_passes', 'train_dpo', 'run_card',
            'run_card_markdown', 'write_run_card', 'merge_adapter', 'push_run', 'cli_recipe', 'train_cli', 'run_demo',
            'demo_cli']
 
@@ -48,22 +49,52 @@ register_messages({
                            en='fp16 overflows easily: use precision="bf16" on Ampere or newer GPUs; on a T4 shorten max_length and check gradient clipping.'),
     'train.preflight_failed': dict(ja='予行演習（{steps} ステップ、{rows} 行）で失敗しました: {reason}',
                                    en='The preflight run ({steps} steps, {rows} rows) failed: {reason}'),
-    'train.incomplete_checkpoint': dict(ja='書きかけのチェックポイント {path} は使いません（{reason}）',
-                                        en='Skipping the incomplete checkpoint {path} ({reason})'),
-    'train.resume_missing': dict(ja='再開に指定したチェックポイントが使えません（{reason}）。resume="auto" にすると最新の完全なチェックポイントを探します',
-                                 en='The checkpoint given for resume cannot be used ({reason}). resume="auto" looks for the latest complete one'),
     'train.unknown_arch': dict(ja='ドライランのミニモデルは {arch!r} 型を作れないので {fallback!r} 型で代用します',
                                en='The dry run cannot build a tiny {arch!r} model; using {fallback!r} instead'),
     'train.crashed': dict(ja='学習が {step} ステップ目で止まりました（{reason}）。同じコマンドを resume="auto" で再実行すると {ckpt} から続けます',
                           en='Training stopped at step {step} ({reason}). Run the same command with resume="auto" to continue from {ckpt}'),
     'train.push_no_token': dict(ja='Hub へのアップロードにはログインが必要です。Colab なら「シークレット」に HF_TOKEN を登録するか huggingface_hub.login() を実行してください',
                                 en='Uploading to the Hub needs a login. In Colab add HF_TOKEN to Secrets or run huggingface_hub.login()'),
+    'train.not_finite': dict(ja='{field} が {value} です。有限の数を指定してください', en='{field} is {value}. Give a finite number'),
+    'train.unknown_name': dict(ja='{field} の {value!r} はインストール済みの transformers {version} にありません。{choices} のどれかにしてください',
+                               en='{field} {value!r} is not known to the installed transformers {version}. Use one of {choices}'),
+    'train.dry_run_result': dict(ja='{path} はドライラン（ランダムなミニモデル）の結果なので、統合もアップロードもできません。dry_run なしで学習してください',
+                                 en='{path} is a dry-run result (random tiny model); it cannot be merged or uploaded. Train without dry_run'),
+    'train.push_offline': dict(ja='Hub に届かないのでアップロードできません（{reason}）。学習の前に止めました。ネットワークを確かめるか --push-to-hub を外してください',
+                               en='The Hub cannot be reached, so nothing could be uploaded ({reason}); stopped before training. Check the network or drop --push-to-hub'),
+    'train.dry_run_no_tokenizer': dict(ja='ドライランには {model} のトークナイザーが要りますが、Hub に届きません（{reason}）。手元のトークナイザーのフォルダを --tokenizer DIR（tokenizer=）で指定してください',
+                                       en='The dry run needs the tokenizer of {model}, but the Hub cannot be reached ({reason}). Give a local tokenizer folder with --tokenizer DIR (tokenizer=)'),
+    'train.dry_run_done': dict(ja='これはドライラン（ランダムなミニモデル）の結果です。指標に意味はなく、統合・アップロードはできません',
+                               en='This is a dry-run result (random tiny model): the metrics mean nothing and it cannot be merged or uploaded'),
 })
 
 # %% ../nbs/03_training.ipynb #377a66cd
 _CHOICES = dict(quantization=(None, '4bit', '8bit'), precision=(None, 'fp16', 'bf16', 'fp32'),
                 loss_type=('sigmoid', 'hinge', 'ipo', 'robust', 'bco_pair', 'exo_pair', 'nca_pair', 'aot', 'aot_pair',
                            'sppo_hard', 'apo_zero', 'apo_down', 'discopop', 'sft'))
+
+def _check_finite(r):
+    "NaN や inf は大小の比較をすり抜けるので、先に止める"
+    for f in fields(r):
+        v = getattr(r, f.name)
+        if isinstance(v, float) and not math.isfinite(v): raise ConfigError('train.not_finite', field=f.name, value=v)
+
+_NAMES = {}
+def _installed_names() -> dict:
+    "インストール済みの transformers が知るオプティマイザー名とスケジューラー名（一度だけ調べる）"
+    if not _NAMES:
+        import transformers
+        from transformers.training_args import OptimizerNames
+        from transformers.trainer_utils import SchedulerType
+        _NAMES.update(optim={o.value for o in OptimizerNames}, lr_scheduler_type={s.value for s in SchedulerType}, version=transformers.__version__)
+    return _NAMES
+
+def _check_names(r):
+    names = _installed_names()
+    for k in ('optim', 'lr_scheduler_type'):
+        if getattr(r, k) not in names[k]:
+            near = difflib.get_close_matches(str(getattr(r, k)), sorted(names[k]), n=3, cutoff=0.4) or sorted(names[k])[:6]
+            raise ConfigError('train.unknown_name', field=k, value=getattr(r, k), version=names['version'], choices=near)
 
 def _bad(name, value, expected): return ConfigError('train.bad_value', field=name, value=value, expected=expected)
 
@@ -138,6 +169,7 @@ class DPORecipe:
     save_steps:int=50  # チェックポイントの間隔（ステップ）
     save_total_limit:int|None=2  # 残すチェックポイントの数
     resume:str|None='auto'  # 'auto' は最新の完全なチェックポイントから再開、パスならそこから、None なら最初から
+    overwrite:bool=False  # output_dir に別の学習（や前の結果）があっても消して最初から学習する（既定は止める）
     report_to:str='none'  # ログの送り先（'none'、'tensorboard'、'wandb' など）
     auto_plan:bool=True  # GPU ではメモリ計画に従ってマイクロバッチ・勾配蓄積・参照の事前計算を決め直す
     vram_gb:float|None=None  # メモリ計画の VRAM 予算（None なら実際の空き VRAM）
@@ -152,6 +184,7 @@ class DPORecipe:
 
     def __post_init__(self):
         for f in fields(self): setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
+        _check_finite(self); _check_names(self)
         for k,ch in _CHOICES.items():
             if getattr(self, k) not in ch: raise _bad(k, getattr(self, k), f'{[c for c in ch]} のどれかにしてください')
         pos = ['lora_r','lora_alpha','learning_rate','max_length','max_prompt_length','per_device_train_batch_size',
@@ -218,7 +251,9 @@ def load(cls:DPORecipe, path:str|Path, # YAML（.yaml/.yml）か JSON（.json）
     "レシピファイルを読み、`overrides` で上書きしたレシピを返す"
     d = _read_config(path)
     _check_keys(d, file=str(path)); _check_keys(overrides)
-    try: return cls(**{**d, **overrides})
+    prof = overrides.get('profile') or d.get('profile')   # 優先順: プロファイル < レシピファイル < フラグ（overrides）
+    base = _profile_values(prof) if prof and prof != 'demo' else {}
+    try: return cls(**{**base, **d, **overrides, **({'profile': base['profile']} if base else {})})
     except ConfigError as e:
         e.context.setdefault('file', str(path)); raise
 
@@ -250,8 +285,7 @@ PROFILES = {
     'h100': dict(precision='bf16', quantization=None, optim='adamw_torch_fused', max_length=2048, max_prompt_length=1024,
                  per_device_train_batch_size=8, gradient_accumulation_steps=1, gradient_checkpointing=False, vram_gb=79.0),
     'cpu':  dict(precision='fp32', quantization=None, optim='adamw_torch', max_length=512, max_prompt_length=256,
-                 per_device_train_batch_size=1, gradient_accumulation_steps=8, gradient_checkpointing=False, dry_run=True,
-                 max_steps=4, max_rows=32, logging_steps=1, save_steps=2),
+                 per_device_train_batch_size=1, gradient_accumulation_steps=8, gradient_checkpointing=False),
 }
 
 def _gpu_info() -> dict:
@@ -279,10 +313,14 @@ def from_profile(cls:DPORecipe, name:str='auto', # 't4'、'l4'、'a100'、'h100'
                  **overrides # プロファイルの値を上書きする項目
                 ) -> DPORecipe:
     "ハードウェア別プロファイルからレシピを作る"
+    _check_keys(overrides)
+    return cls(**{**_profile_values(name), **overrides})
+
+def _profile_values(name:str) -> dict:
+    "プロファイルの値（'auto' は今のハードウェアから選ぶ）。知らない名前は ConfigError"
     key = detect_profile() if name == 'auto' else str(name).lower()
     if key not in PROFILES: raise ConfigError('train.unknown_profile', field='profile', name=name, choices=list(PROFILES)+['auto'])
-    _check_keys(overrides)
-    return cls(**{**PROFILES[key], 'profile': key, **overrides})
+    return {**PROFILES[key], 'profile': key}
 
 # %% ../nbs/03_training.ipynb #3996a2fb
 GB = 1e9
@@ -550,68 +588,6 @@ class MemoryMonitorCallback(_Callback):
         self.summary = f"メモリ: {g}、RSS 最大 {self.peak['rss']:.2f} GB"
         if self.verbose and getattr(state, 'is_world_process_zero', True): print(self.summary)
 
-# %% ../nbs/03_training.ipynb #02f668a0
-_WEIGHT_FILES = ('adapter_model.safetensors', 'adapter_model.bin', 'model.safetensors', 'pytorch_model.bin')
-
-def _safetensors_ok(p:Path) -> bool:
-    "safetensors のヘッダーが読め、データの終わりがファイルの終わりと一致するか"
-    try:
-        with open(p, 'rb') as f:
-            n = struct.unpack('<Q', f.read(8))[0]
-            head = json.loads(f.read(n))
-        end = max([v['data_offsets'][1] for k,v in head.items() if k != '__metadata__'] or [0])
-        return p.stat().st_size == 8 + n + end
-    except (OSError, ValueError, struct.error, KeyError, TypeError): return False
-
-def checkpoint_status(path:str|Path # `checkpoint-N` フォルダ
-                     ) -> tuple[bool, str]: # (完全か, 理由)
-    "チェックポイントが再開に使える完全なものかを調べる"
-    p = Path(path)
-    try: step = int(p.name.rsplit('-', 1)[1])
-    except (IndexError, ValueError): return False, 'フォルダ名が checkpoint-N ではありません'
-    try: state = json.loads((p/'trainer_state.json').read_text())
-    except FileNotFoundError: return False, 'trainer_state.json がありません'
-    except (OSError, ValueError): return False, 'trainer_state.json が壊れています'
-    if state.get('global_step') != step: return False, f"trainer_state.json の global_step（{state.get('global_step')}）がフォルダ名と違います"
-    w = next((p/f for f in _WEIGHT_FILES if (p/f).is_file()), None)
-    if w is None: return False, 'アダプターの重みファイルがありません'
-    if w.suffix == '.safetensors' and not _safetensors_ok(w): return False, f'{w.name} が途中で切れています'
-    if w.suffix == '.bin' and not zipfile.is_zipfile(w): return False, f'{w.name} が途中で切れています'
-    for f in ('optimizer.pt', 'scheduler.pt'):
-        if not (p/f).is_file(): return False, f'{f} がありません'
-        if not zipfile.is_zipfile(p/f): return False, f'{f} が途中で切れています'
-    return True, 'OK'
-
-def find_checkpoints(folder:str|Path # チェックポイントを置くフォルダ
-                    ) -> list[dict]: # step, path, complete, reason の辞書（step の昇順）
-    "フォルダ内の `checkpoint-N` を、完全かどうかと一緒に一覧にする"
-    out = []
-    for p in Path(folder).glob('checkpoint-*'):
-        if not p.is_dir() or not p.name.rsplit('-', 1)[-1].isdigit(): continue
-        ok, why = checkpoint_status(p)
-        out.append(dict(step=int(p.name.rsplit('-', 1)[1]), path=p, complete=ok, reason=why))
-    return sorted(out, key=lambda d: d['step'])
-
-def latest_checkpoint(folder:str|Path, # チェックポイントを置くフォルダ
-                      report:bool=True # 飛ばした書きかけのチェックポイントを警告するか
-                     ) -> Path|None: # 最新の完全なチェックポイント（無ければ None）
-    "再開に使える最新の完全なチェックポイントを返す（書きかけは飛ばす）"
-    best = None
-    for d in find_checkpoints(folder) if Path(folder).is_dir() else []:
-        if d['complete']: best = d['path']
-        elif report and (best is None or d['step'] > int(best.name.rsplit('-', 1)[1])): warn('train.incomplete_checkpoint', path=str(d['path']), reason=d['reason'])
-    return best
-
-# %% ../nbs/03_training.ipynb #51c11663
-_DRIVE = Path('/content/drive/MyDrive')
-
-def checkpoint_dir(recipe:DPORecipe # レシピ
-                  ) -> Path: # チェックポイントのフォルダ
-    "チェックポイントの置き場所を決める（Colab で Drive がマウント済みなら Drive）"
-    if recipe.checkpoint_dir: return Path(recipe.checkpoint_dir).expanduser()
-    if compat.in_colab() and _DRIVE.is_dir(): return _DRIVE/'colab-dpo'/Path(recipe.output_dir).name/'checkpoints'
-    return Path(recipe.output_dir).expanduser()/'checkpoints'
-
 # %% ../nbs/03_training.ipynb #f520e721
 def _is_oom(e:BaseException) -> bool:
     "CUDA のメモリ不足か（torch の版によって型が違うので文言も見る）"
@@ -683,7 +659,8 @@ class TrainResult:
         m = self.metrics
         keys = [k for k in ('train_loss', 'rewards/accuracies', 'rewards/margins', 'eval_loss', 'eval_rewards/accuracies') if k in m]
         vals = '、'.join(f'{k} {m[k]:.4g}' for k in keys)
-        return (f"学習結果: {self.run_dir}\n  アダプター: {self.adapter_dir}\n  指標: {vals or 'なし'}\n"
+        dry = msg('train.dry_run_done') + '\n' if (self.run_card.get('model') or {}).get('dry_run') else ''
+        return (dry + f"学習結果: {self.run_dir}\n  アダプター: {self.adapter_dir}\n  指標: {vals or 'なし'}\n"
                 f"  所要 {self.run_card.get('wall_time_s', 0):.1f} 秒、{self.run_card.get('memory', {}).get('summary', '')}")
 
 # %% ../nbs/03_training.ipynb #cb1e1583
@@ -728,6 +705,7 @@ def _arch_of(src) -> str|None:
     if (p/'config.json').is_file(): return json.loads((p/'config.json').read_text()).get('model_type')
     arch = _get(_registry_entry(str(src)) or {}, 'arch', 'model_type')
     if arch: return arch
+    if _hub_problem(): return None   # オフラインなら Hub を待たない（リトライで 50 秒かかる）
     try:
         from transformers import AutoConfig
         return AutoConfig.from_pretrained(str(src)).model_type
@@ -756,6 +734,8 @@ def _load(recipe:DPORecipe, workdir:Path) -> tuple:
     from colab_dpo.tiny import make_tiny_model, TINY_ARCHS
     target = models[0]
     tok_src = recipe.tokenizer or target
+    if not Path(str(tok_src)).expanduser().is_dir() and (why := _hub_problem()):
+        raise ConfigError('train.dry_run_no_tokenizer', field='tokenizer', model=str(tok_src), reason=why)
     arch = _arch_of(target) or _arch_of(tok_src)
     fallback = 'qwen2' if arch is None else 'llama'
     if arch not in TINY_ARCHS: warn('train.unknown_arch', arch=arch, fallback=fallback); arch = fallback
@@ -816,24 +796,19 @@ def _vram_budget(recipe:DPORecipe) -> float|None:
     return min(free, recipe.vram_gb) if recipe.vram_gb else free
 
 # %% ../nbs/03_training.ipynb #fc2cc19c
-def _resolve_resume(recipe:DPORecipe, ckdir:Path) -> Path|None:
-    r = recipe.resume
-    if r is None: return None
-    if r == 'auto': return latest_checkpoint(ckdir)
-    p = Path(r).expanduser()
-    if p.name.startswith('checkpoint-') and p.is_dir():
-        ok, why = checkpoint_status(p)
-        if ok: return p
-        raise ConfigError('train.resume_missing', field='resume', reason=why)
-    if p.is_dir() and (found := latest_checkpoint(p)): return found
-    raise ConfigError('train.resume_missing', field='resume', reason=f'{p} に完全なチェックポイントがありません')
+def _resolve_resume(recipe:DPORecipe, ckdir:Path) -> Path|None: return resolve_resume(recipe.resume, ckdir)
 
-def _final_metrics(history:list) -> dict:
-    "ログの各指標の最後の値（メモリの項目は除く）"
+def _final_metrics(history:list, state=None) -> dict:
+    "ログの各指標の最後の値（メモリの項目は除く）。state があれば step・epoch はトレーナーの最終状態、train_loss は全ステップの平均"
     m = {}
     for rec in history:
         for k,v in rec.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith('mem/'): m[k] = v
+    if state is None: return m
+    m.update(step=state.global_step, epoch=state.epoch)
+    logs, prev, tot = [r for r in history if 'loss' in r and 'step' in r], 0, 0.0   # 再開した実行の train_loss は再開後の分しか数えないので、ログから出し直す
+    for r in logs: tot += r['loss'] * (r['step'] - prev); prev = r['step']
+    if logs and prev: m['train_loss'] = tot / prev
     return m
 
 def _target_plan(recipe:DPORecipe, info:dict, stats:dict) -> MemoryPlan|None:
@@ -942,6 +917,7 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
     "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから、モデルを読み直して続ける"
     # モデルは held（長さ 0 か 1 のリスト）から受け取る: 呼び出し側の変数に残ると、失敗したモデルが再試行の間も GPU に居座る
     resumed_from = resume_ck = _resolve_resume(recipe, ckdir)
+    if resume_ck and int(os.environ.get('RANK', '0')) == 0: print(msg('ckpt.resuming', step=resume_ck.name.rsplit('-', 1)[1], path=resume_ck))
     monitor, retries = MemoryMonitorCallback(verbose=False), []
     for attempt in range(recipe.oom_retries + 1):
         model = held.pop() if held else _reload(info, recipe)
@@ -978,6 +954,50 @@ def _save_outputs(run:dict, run_dir:Path, recipe:DPORecipe, tok, eval_ds) -> Pat
         (run_dir/'log_history.json').write_text(json.dumps(_jsonable(trainer.state.log_history), ensure_ascii=False, indent=1))
     return adapter_dir
 
+# %% ../nbs/03_training.ipynb #b31af12e
+class _Progress(_Callback):
+    "中断されたときに何ステップ目だったかを言えるよう、進んだステップを覚える"
+    step = 0
+    def on_train_begin(self, args, state, control, **kw): self.step = state.global_step
+    def on_step_end(self, args, state, control, **kw): self.step = state.global_step
+
+def _disk_need_gb(recipe:DPORecipe) -> float:
+    "チェックポイント（LoRA の重み＋Adam の状態）× 残す数＋統合モデルの空きの見積もり。モデルが手元に無ければ小さな下限だけ"
+    src = Path(str((recipe.models or [''])[0])).expanduser()
+    if recipe.dry_run or not (src/'config.json').is_file(): return 0.01
+    shape = model_shape(src)
+    ck = _lora_params(shape, recipe.lora_r, recipe.lora_targets) * (4 + 4 + 8) * ((recipe.save_total_limit or 1) + 1)
+    merged = (shape.linear_params + shape.other_params) * 2 if recipe.merge else 0
+    return (ck + merged) / GB + 0.01
+
+def _check_dirs(recipe:DPORecipe) -> tuple[Path, Path]:
+    "出力とチェックポイントのフォルダが作れて書き込め、空きが足りるかを確かめる"
+    run_dir, ckdir, need = Path(recipe.output_dir).expanduser(), checkpoint_dir(recipe), _disk_need_gb(recipe)
+    check_writable(run_dir, need, 'output_dir'); check_writable(ckdir, need, 'checkpoint_dir')
+    return run_dir, ckdir
+
+def _hub_problem() -> str|None:
+    "Hub に届かない理由（届くなら None）。HF_HUB_OFFLINE を見て、だめなら 3 秒で接続を試す"
+    if os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on'): return 'HF_HUB_OFFLINE=1'
+    try: socket.create_connection(('huggingface.co', 443), timeout=3).close()
+    except OSError as e: return f'{type(e).__name__}: {e}'
+    return None
+
+def _check_push():
+    "アップロードはログインと接続を学習の前に確かめる（学習が終わってから落ちないように）"
+    import huggingface_hub
+    if (why := _hub_problem()): raise ConfigError('train.push_offline', field='push_to_hub', reason=why)
+    if not huggingface_hub.get_token(): raise ConfigError('train.push_no_token', field='push_to_hub')
+
+def _finished(run_dir:Path, ckdir:Path) -> TrainResult|None:
+    "完了済みの実行の結果を読み直す（ランカードが読めなければ None: 学習し直して書き直す）"
+    try: card = json.loads((run_dir/'run_card.json').read_text(encoding='utf-8'))
+    except (OSError, ValueError): return None
+    try: hist = json.loads((run_dir/'log_history.json').read_text(encoding='utf-8'))
+    except (OSError, ValueError): hist = []
+    merged = run_dir/'merged'
+    return TrainResult(run_dir, run_dir/'adapter', card.get('metrics', {}), hist, card, ckdir, merged if merged.is_dir() else None, None)
+
 # %% ../nbs/03_training.ipynb #c1dfa9dd
 def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、レシピファイル（YAML/JSON）、辞書。None なら既定のレシピ
               *, callbacks:list|None=None, # 追加の Trainer コールバック
@@ -985,10 +1005,30 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
               **overrides # レシピの項目の上書き（例: max_steps=20）
              ) -> TrainResult:
     "レシピどおりに DPO + LoRA で学習し、アダプター・ログ・ランカードを保存する（OOM・NaN・中断から回復する）"
-    import torch
-    target, t0 = _as_recipe(recipe_or_path, overrides), time.time()
-    if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()   # ピークはこの実行の分だけを測る
+    target = _as_recipe(recipe_or_path, overrides)
     recipe = _shrink_for_dry_run(target) if target.dry_run else target
+    main = int(os.environ.get('RANK', '0')) == 0
+    run_dir, ckdir = _check_dirs(recipe)   # モデルを読む前に: 書き込めるか、空きは足りるか、Hub に上げられるか
+    if recipe.push_to_hub: _check_push()
+    fp = run_fingerprint(recipe)
+    action, state = plan_run(run_dir, ckdir, recipe, fp, overwrite=recipe.overwrite, dry=not main)
+    if action == 'complete' and (done := _finished(run_dir, ckdir)) is not None:
+        if main: print(msg('ckpt.already_complete', folder=str(run_dir), step=state.get('global_step')))
+        return done
+    progress, span = _Progress(), dict(max_steps=recipe.max_steps, num_train_epochs=recipe.num_train_epochs)
+    with RunLock(run_dir, active=main):
+        if main: write_run_state([run_dir, ckdir], fp, 'running', **span)
+        try: res = _train_run(target, recipe, [*(callbacks or []), progress], _fault)
+        except KeyboardInterrupt as e:
+            e.colab_dpo = dict(step=progress.step, ckpt=latest_checkpoint(ckdir, report=False)); raise
+        if main: write_run_state([run_dir, ckdir], fp, 'complete', global_step=res.metrics.get('step'), **span)
+    return res
+
+def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|None) -> TrainResult:
+    "`train_dpo` の本体（フォルダの確認とロックの内側）"
+    import torch
+    t0 = time.time()
+    if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()   # ピークはこの実行の分だけを測る
     run_dir = Path(recipe.output_dir).expanduser(); run_dir.mkdir(parents=True, exist_ok=True)
     precision = 'fp32' if recipe.dry_run else (recipe.precision or compat.decide_precision())
     extra = dict(use_cpu=True) if recipe.dry_run and torch.cuda.is_available() else {}   # ドライランは GPU があっても CPU で
@@ -1014,7 +1054,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
             (run_dir/'log_history.json').write_text(json.dumps(_jsonable(trainer.state.log_history), ensure_ascii=False, indent=1))
         raise _nan_error(watch.guard.bad, recipe, precision, good[-1] if good else None)
     adapter_dir = _save_outputs(run, run_dir, recipe, tok, eval_ds)
-    history, main, mon = trainer.state.log_history, trainer.is_world_process_zero(), run['monitor']
+    history, main, mon, final = trainer.state.log_history, trainer.is_world_process_zero(), run['monitor'], trainer.state
     merged = None
     if recipe.merge and main:
         run['trainer'] = run['watch'] = trainer = watch = None; _free_cuda()   # 学習したモデルを手放してから 16bit で読み直す
@@ -1022,7 +1062,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     card = run_card(recipe.replace(**run['settings'], group_by_length=grouped), info=info, precision=precision, plan=plan,
                     data=dict(report=data_report, token_stats=stats, train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0),
                     memory=dict(summary=mon.summary, **{f'{k}_gb': round(v, 3) for k,v in mon.peak.items()}),
-                    wall_time_s=time.time() - t0, metrics=_final_metrics(history), oom_retries=run['retries'], preflight=preflight,
+                    wall_time_s=time.time() - t0, metrics=_final_metrics(history, final), oom_retries=run['retries'], preflight=preflight,
                     resumed_from=str(run['resumed_from']) if run['resumed_from'] else None, world_size=int(os.environ.get('WORLD_SIZE', '1')),
                     base_model=info['source'], eval_data='eval_data.jsonl' if eval_ds is not None else None)
     if main:
@@ -1099,6 +1139,12 @@ def write_run_card(card:dict, # `run_card` の結果
     return j, m
 
 # %% ../nbs/03_training.ipynb #0733c719
+def _refuse_dry(run_dir:Path):
+    "ドライランの結果（ランダムなミニモデルのアダプター）は統合もアップロードもさせない"
+    try: dry = (json.loads((Path(run_dir)/'run_card.json').read_text(encoding='utf-8')).get('model') or {}).get('dry_run')
+    except (OSError, ValueError, AttributeError): dry = False
+    if dry: raise ConfigError('train.dry_run_result', path=str(run_dir))
+
 def merge_adapter(adapter_dir:str|Path, # LoRA アダプターのフォルダ
                   base:str|Path, # 基盤モデル（Hub ID かフォルダ）。量子化せずに読み直す
                   out_dir:str|Path, # 統合モデルの保存先
@@ -1108,6 +1154,7 @@ def merge_adapter(adapter_dir:str|Path, # LoRA アダプターのフォルダ
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from peft import PeftModel
+    _refuse_dry(Path(adapter_dir).parent)
     if dtype not in ('fp16', 'bf16'): raise ConfigError('train.bad_value', field='dtype', value=dtype, expected="'fp16' か 'bf16'")
     dt = dict(fp16=torch.float16, bf16=torch.bfloat16)[dtype]
     base_model = AutoModelForCausalLM.from_pretrained(str(base), **{_dtype_kw(): dt})
@@ -1123,7 +1170,7 @@ def push_run(run_dir:str|Path, # `train_dpo` の結果のフォルダ
              api=None # `huggingface_hub.HfApi` 互換（テスト用）。None なら保存済みのログイン情報を使う
             ) -> str: # リポジトリの URL
     "アダプターとランカードを Hub にアップロードする（トークンは表示も保存もしない）"
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir); _refuse_dry(run_dir)
     if api is None:
         import huggingface_hub
         if not huggingface_hub.get_token(): raise ConfigError('train.push_no_token', field='push_to_hub')
@@ -1140,7 +1187,7 @@ _CLI_KEYS = dict(model='models', tokenizer='tokenizer', data='data', output_dir=
                  batch_size='per_device_train_batch_size', grad_accum='gradient_accumulation_steps', learning_rate='learning_rate',
                  beta='beta', loss_type='loss_type', quantization='quantization', precision='precision', eval_ratio='eval_ratio',
                  max_rows='max_rows', seed='seed', resume='resume', checkpoint_dir='checkpoint_dir', save_steps='save_steps',
-                 logging_steps='logging_steps', preflight='preflight_steps', push_to_hub='push_to_hub', optim='optim')
+                 logging_steps='logging_steps', preflight='preflight_steps', push_to_hub='push_to_hub', optim='optim', overwrite='overwrite')
 _NONE_WORDS = ('none', 'null', 'no', 'off')
 
 def cli_recipe(config:str|None=None, profile:str|None=None, dry_run:bool=False, merge:bool=False, **flags) -> DPORecipe:
@@ -1150,6 +1197,7 @@ def cli_recipe(config:str|None=None, profile:str|None=None, dry_run:bool=False, 
         if isinstance(over.get(k), str) and over[k].lower() in _NONE_WORDS: over[k] = None
     if dry_run: over['dry_run'] = True
     if merge: over['merge'] = True
+    if over.get('overwrite') is False: del over['overwrite']
     if config: return DPORecipe.load(config, **({'profile': profile} if profile else {}), **over)
     if profile: return DPORecipe.from_profile(profile, **over)
     return DPORecipe(**over)
@@ -1186,11 +1234,17 @@ def train_cli(config:str=None, # レシピファイル（YAML/JSON）
               dry_run:bool=False, # ミニモデルで CPU 上の配線だけを確かめる
               merge:bool=False, # 16bit の統合モデルも保存する
               push_to_hub:str=None, # アップロード先の Hub リポジトリ ID
+              overwrite:bool=False, # output_dir の前の学習を消して最初から学習する
              ):
     "DPO + LoRA の学習を 1 コマンドで実行する（アダプター、ランカード、ログを出力フォルダに書く）"
     flags = {k: v for k,v in locals().items() if k in _CLI_KEYS}
     recipe = cli_recipe(config, profile, dry_run, merge, **flags)
-    res = train_dpo(recipe)
+    try: res = train_dpo(recipe)
+    except KeyboardInterrupt as e:   # Ctrl-C: トレースバックではなく、どこまで進んで、どう続けるか
+        p = getattr(e, 'colab_dpo', {})
+        ck = p.get('ckpt')
+        print(msg('ckpt.interrupted', step=p.get('step', 0), ckpt=ck.name) if ck else msg('ckpt.interrupted_fresh', step=p.get('step', 0)), file=sys.stderr)
+        sys.exit(130)
     if int(os.environ.get('RANK', '0')) == 0:
         print(res)
         print(f"ランカード: {res.run_dir/'run_card.md'}\nログ: {res.run_dir/'log_history.json'}")
@@ -1211,7 +1265,7 @@ def run_demo(output_dir:str|Path='colab_dpo_demo', # 出力先
             ) -> tuple[TrainResult, Any]: # (学習結果, 評価結果か None)
     "ミニモデルと同梱サンプルで、学習から評価までをオフラインで通す"
     from colab_dpo.tiny import make_tiny_model
-    out = Path(output_dir).expanduser()
+    out = check_writable(Path(output_dir).expanduser(), field='output_dir')   # ミニモデルを作る前に確かめる
     tiny = make_tiny_model(out/'tiny_model', arch=arch, seed=0)
     half = max(1, max_steps // 2)
     recipe = DPORecipe(models=[str(tiny)], quantization=None, max_length=192, max_prompt_length=96, per_device_train_batch_size=2,
