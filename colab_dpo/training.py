@@ -912,6 +912,14 @@ def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, prec
     if plan.fits is not None and recipe.auto_plan: settings = plan.dpo_args()
     return plan, settings
 
+def _already_at_end(trainer, ck:Path|None, recipe:DPORecipe) -> bool:
+    "再開するチェックポイントがもう max_steps に達していれば、学習せずにその重みと状態を読むだけにする（transformers は 1 ステップ余計に学習する）"
+    if ck is None or recipe.max_steps <= 0 or int(ck.name.rsplit('-', 1)[1]) < recipe.max_steps: return False
+    from transformers import TrainerState
+    trainer._load_from_checkpoint(str(ck))
+    trainer.state = TrainerState.load_from_json(str(ck/'trainer_state.json'))
+    return True
+
 def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str,
                          info:dict, callbacks:list, extra:dict, fault:dict) -> dict:
     "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから、モデルを読み直して続ける"
@@ -925,7 +933,7 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
         try:
             trainer = _make_trainer(model, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, [monitor, watch, *callbacks], **extra)
             watch.guard = _StepGuard(trainer, fault)
-            trainer.train(resume_from_checkpoint=str(resume_ck) if resume_ck else None)
+            if not _already_at_end(trainer, resume_ck, recipe): trainer.train(resume_from_checkpoint=str(resume_ck) if resume_ck else None)
         except Exception as e:
             if not _is_oom(e): raise
             oom = dict(step=(trainer.state.global_step + 1) if trainer else 0, error=str(e).splitlines()[0][:200])
@@ -1010,13 +1018,12 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     main = int(os.environ.get('RANK', '0')) == 0
     run_dir, ckdir = _check_dirs(recipe)   # モデルを読む前に: 書き込めるか、空きは足りるか、Hub に上げられるか
     if recipe.push_to_hub: _check_push()
-    fp = run_fingerprint(recipe)
-    action, state = plan_run(run_dir, ckdir, recipe, fp, overwrite=recipe.overwrite, dry=not main)
-    if action == 'complete' and (done := _finished(run_dir, ckdir)) is not None:
-        if main: print(msg('ckpt.already_complete', folder=str(run_dir), step=state.get('global_step')))
-        return done
-    progress, span = _Progress(), dict(max_steps=recipe.max_steps, num_train_epochs=recipe.num_train_epochs)
-    with RunLock(run_dir, active=main):
+    fp, progress, span = run_fingerprint(recipe), _Progress(), dict(max_steps=recipe.max_steps, num_train_epochs=recipe.num_train_epochs)
+    with RunLock(run_dir, active=main):   # ロックを取ってから前の学習を調べる（消すのもロックの内側だけ）
+        action, state = plan_run(run_dir, ckdir, recipe, fp, overwrite=recipe.overwrite, dry=not main)
+        if action == 'complete' and (done := _finished(run_dir, ckdir)) is not None:
+            if main: print(msg('ckpt.already_complete', folder=str(run_dir), step=state.get('global_step')))
+            return done
         if main: write_run_state([run_dir, ckdir], fp, 'running', **span)
         try: res = _train_run(target, recipe, [*(callbacks or []), progress], _fault)
         except KeyboardInterrupt as e:
