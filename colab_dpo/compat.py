@@ -672,11 +672,28 @@ def group_pairs_by_length(trainer # TRL の DPOTrainer（トークン化済み�
     from transformers.trainer_pt_utils import LengthGroupedSampler
     lengths = pair_lengths(trainer.train_dataset)
     if lengths is None: return False
+    class _EpochSeeded(LengthGroupedSampler):   # エポックごとに「シード＋エポック」で並べる: 途中で切れて再開しても同じ順になる
+        seed, epoch = 0, 0
+        def set_epoch(self, epoch): self.epoch = epoch
+        def __iter__(self):
+            import torch
+            self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            return super().__iter__()
     def _get_train_sampler(self, *args, **kwargs):
-        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+        s = _EpochSeeded(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+        s.seed = self.args.seed
+        return s
     trainer._get_train_sampler = types.MethodType(_get_train_sampler, trainer)
     return True
 
+# %% ../nbs/00_compat.ipynb #2fd0982d
+import logging
+
+class _BnbNoise:
+    "bitsandbytes が import のたびに出す「Failed to load CPU gemm_4bit_forward … trust_remote_code」を落とす。CPU の 4bit 演算の任意の高速版（kernels-community）が取れなかっただけで、学習には影響しない"
+    def filter(self, rec) -> bool: return 'gemm_4bit_forward' not in rec.getMessage()
+
+logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(_BnbNoise())
 
 # %% ../nbs/00_compat.ipynb #8f5335d8
 register_messages({
