@@ -712,12 +712,17 @@ def _registry_entry(model_id:str):
     if isinstance(reg, dict): return reg.get(model_id)
     return next((m for m in reg if _get(m, 'model_id', 'name', 'id') == model_id), None)
 
-def _licence_note(model_id:str, folder=None) -> str:
-    "モデルのライセンス注記（登録簿 → モデルカードの license 行 → 一般的な注意）"
+def _model_licence(model_id:str, folder=None) -> str|None:
+    "モデルのライセンス（登録簿 → モデルカードの license 行。わからなければ None）"
     lic = _get(_registry_entry(model_id) or {}, 'license', 'licence')
     if lic is None and folder and (Path(folder)/'README.md').is_file():
         for line in (Path(folder)/'README.md').read_text(encoding='utf-8', errors='ignore').splitlines()[:40]:
             if line.strip().lower().startswith('license:'): lic = line.split(':', 1)[1].strip(); break
+    return lic
+
+def _licence_note(model_id:str, folder=None) -> str:
+    "モデルのライセンス注記（登録簿 → モデルカードの license 行 → 一般的な注意）"
+    lic = _model_licence(model_id, folder)
     base = f'基盤モデル {model_id} のライセンス: {lic}。' if lic else f'基盤モデル {model_id} のライセンスはモデルカードで確認してください。'
     return base + 'LoRA アダプターと統合モデルは基盤モデルのライセンスと利用条件を引き継ぎます。'
 
@@ -777,6 +782,7 @@ def _load_data(recipe:DPORecipe, tok, stats_rows:int|None=None, stats_max_length
     "選好データを読み、行数を絞って学習用と評価用に分ける。長さの統計は先頭 stats_rows 行（None なら全行）から"
     from colab_dpo import data as cdata
     kw = dict(tokenizer=tok, max_length=recipe.max_length, **(dict(format=recipe.data_format) if recipe.data_format else {}))
+    if recipe.data is not None: kw.update(max_rows=stats_rows or recipe.max_rows, seed=recipe.seed)   # 大きなデータ（Hub）は必要な行だけ、種つきで抜き取る
     pd = cdata.load_sample(**kw) if recipe.data is None else cdata.load_preferences(recipe.data, **kw)
     ds, n = pd.dataset, stats_rows or len(pd.dataset)
     if recipe.max_rows and len(ds) > recipe.max_rows: ds = ds.select(range(recipe.max_rows))
@@ -1048,8 +1054,11 @@ def run_card(recipe:DPORecipe, # 実際に使ったレシピ
             ) -> dict:
     "ランカード（版、ハードウェア、精度、レシピ、データ統計、メモリ、所要時間、指標、ライセンス注記）の辞書を作る"
     import colab_dpo
+    from colab_dpo.registry import licence_summary
     env = compat.env_report()
-    card = dict(colab_dpo=colab_dpo.__version__, created=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+    lic = licence_summary(((facts.get('data') or {}).get('report') or {}).get('dataset'), _model_licence(info['model_id'], info.get('source')), info['model_id'])
+    for f in lic['flags']: warn(f['code'], stacklevel=3, **f['kw'])   # 継承・非商用の条件はアダプターにもかかる
+    card = dict(colab_dpo=colab_dpo.__version__, created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), licence=lic,
                 model=dict(**info, licence_note=_licence_note(info['model_id'], info.get('source'))),
                 environment=env, hardware=dict(gpu=env.get('gpu'), compute_capability=env.get('compute_capability'),
                                                vram_total_gb=env.get('vram_total_gb'), cpu=platform.processor() or platform.machine(),
@@ -1065,6 +1074,7 @@ def _md_table(rows) -> str: return '\n'.join(['| 項目 | 値 |', '|---|---|'] +
 def run_card_markdown(card:dict # `run_card` の結果
                      ) -> str: # 日本語の Markdown
     "ランカードを日本語の Markdown にする"
+    from colab_dpo.registry import licence_lines
     m, e, r, d = card['model'], card.get('environment', {}), card['recipe'], card.get('data', {})
     v = e.get('versions', {})
     st = d.get('token_stats', {})
@@ -1085,7 +1095,7 @@ def run_card_markdown(card:dict # `run_card` の結果
            '## メモリ', f"- 計画の推定ピーク: {plan['peak_gb']:.2f} GB" if plan else '- 計画: なし',
            f"- 実測: {mem.get('summary') or '—'}", *(f"- OOM からの再試行: {x['step']} ステップ目 → マイクロバッチ {x['per_device_train_batch_size']}" for x in card.get('oom_retries') or []), '',
            '## 最終指標', _md_table([(k, f'{met[k]:.4g}' if isinstance(met[k], float) else met[k]) for k in _MD_METRICS if k in met]) if met else 'なし', '',
-           '## ライセンス', m['licence_note'], '']
+           '## ライセンス', m['licence_note'], *licence_lines(card.get('licence')), '']
     return '\n'.join(out)
 
 def write_run_card(card:dict, # `run_card` の結果
