@@ -905,6 +905,8 @@ def summary(self:PreferenceData, md:bool=False, max_issues:int=10) -> str:
     r,s = self.report,self.report['stats']
     out = [('**' if md else '') + _t('head', total=r['rows_total'], valid=r['rows_valid'], fmt=r['format'], desc=r['format_description']) + ('**' if md else '')]
     li = '- ' if md else '  '
+    if r.get('dataset'): out.append(li + msg('registry.summary_dataset', **r['dataset']))
+    if r.get('sampled'): out.append(li + msg('registry.summary_sampled' if r['sampled']['rows_before'] else 'registry.summary_streamed', n=r['rows_total'], **r['sampled']))
     ic = r['issue_counts']
     if ic: out.append(li + _t('skipped', n=sum(ic.values()), codes=', '.join(f'{k} ×{v}' for k,v in ic.items())))
     if r['ties']: out.append(li + _t('ties', n=r['ties']))

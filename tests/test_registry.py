@@ -114,3 +114,32 @@ def test_training_data_path_samples_registered_dataset(tmp_path, monkeypatch):
     ds, ev, rep, stats = _load_data(r, tok)
     assert len(ds) == 10 and rep['sampled']['rows_before'] == 40 and rep['dataset']['license'] == 'MIT'
     assert _load_data(r, tok)[0]['chosen'] == ds['chosen'] and _load_data(r.replace(seed=4), tok)[0]['chosen'] != ds['chosen']
+
+def _exe(name):
+    import shutil, sys
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+
+def test_check_data_cli_short_name_and_max_rows(tmp_path):
+    "`colab-dpo-check-data 短い名前 --max_rows N --json`: 登録簿を通り、抜き取り、ライセンスを出す"
+    import subprocess
+    exe = _exe('colab-dpo-check-data')
+    if exe is None: pytest.skip('colab-dpo-check-data is not installed')
+    e = get_dataset('dpo-ja-45k')
+    write(tmp_path/e.id, e.file_type, [dict(prompt=f'質問{i}', chosen=f'詳しい答え{i}', rejected=f'答え{i}') for i in range(30)])
+    r = subprocess.run([exe, 'dpo-ja-45k', '--max-rows', '7', '--seed', '1', '--json'], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep['rows_valid'] == 7 and rep['sampled'] == dict(max_rows=7, seed=1, rows_before=30) and rep['dataset']['share_alike'] is True
+    r = subprocess.run([exe, 'dpo-ja-45k', '--max-rows', '7'], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert 'CC-BY-SA-3.0' in r.stdout and '30' in r.stdout
+    r = subprocess.run([exe, 'dpo-ja-54k'], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and '[registry.unknown_dataset]' in r.stderr and 'dpo-ja-45k' in r.stderr
+
+def test_datasets_cli():
+    import subprocess
+    exe = _exe('colab-dpo-datasets')
+    if exe is None: pytest.skip('colab-dpo-datasets is not installed (pip install -e .)')
+    r = subprocess.run([exe, '--markdown'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.count('\n| `') == len(DATASETS)
+    r = subprocess.run([exe, '--name', 'hh-rlhf-ja', '--json'], capture_output=True, text=True, timeout=120)
+    assert [x['id'] for x in json.loads(r.stdout)] == ['llm-jp/hh-rlhf-12k-ja']
