@@ -388,7 +388,7 @@ def _read_source(source, *, split:str='train', iss:_Issues, max_rows:int|None=No
         except OSError as e: raise DataFormatError('data.unreadable_file', file=str(p), reason=str(e)) from None
         _parse_bytes(data, str(p), out, iss); return out, str(p)
     s = str(source)
-    if _HUB_ID.match(s) and not _kind_of(s): add_all(_load_hub(s, split, max_rows=max_rows, seed=seed), s); return out, s
+    if _HUB_ID.match(s) and not _kind_of(s): add_all(_load_hub(s, split, max_rows=max_rows, seed=seed), s); out.streamed = max_rows is not None; return out, s
     raise DataFormatError('data.file_not_found', file=s, path=s)
 
 # %% ../nbs/02_data.ipynb #dd43ba3f
@@ -1030,7 +1030,7 @@ def load_preferences(source=None,                # パス（ファイル・フ�
     format, mapping, split = format or rkw.get('format'), mapping if mapping is not None else rkw.get('mapping'), rkw.get('split', split) if split == 'train' else split
     iss = _Issues(strict)
     raw,src = _read_source(source, split=split, iss=iss, max_rows=max_rows, seed=seed)
-    before = sample_raw(raw, max_rows, seed) if max_rows else None
+    before = sample_raw(raw, max_rows, seed) if max_rows and not getattr(raw, 'streamed', False) else None   # 流し読みは全体の行数を知らない
     tok = _as_tokenizer(tokenizer)
     keys = Counter(k for r in raw.recs[:5000] if isinstance(r, dict) for k in r)
     keys.update({k:0 for k in set().union(*(r for r in raw.recs[5000:] if isinstance(r, dict))) - keys.keys()})

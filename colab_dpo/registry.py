@@ -40,7 +40,7 @@ register_messages({
  'registry.sa_yes': dict(ja='あり', en='yes'), 'registry.sa_no': dict(ja='なし', en='no'),
  'registry.summary_dataset': dict(ja='データセット: {name}（{id}）、ライセンス {license}', en='Dataset: {name} ({id}), licence {license}'),
  'registry.summary_sampled': dict(ja='抜き取り: {rows_before} 行から {n} 行（seed={seed}）', en='Sampled {n} of {rows_before} rows (seed={seed})'),
- 'registry.summary_streamed': dict(ja='流し読み: 先頭から {n} 行を抜き取り（max_rows={max_rows}、seed={seed}）', en='Streamed: sampled {n} rows (max_rows={max_rows}, seed={seed})'),
+ 'registry.summary_streamed': dict(ja='流し読み: シャッフルのバッファから {n} 行を抜き取り（max_rows={max_rows}、seed={seed}。全体の行数は読んでいません）', en='Streamed: sampled {n} rows from the shuffle buffer (max_rows={max_rows}, seed={seed}; the total was not read)'),
  'registry.licence_line': dict(ja='- データ: {name}（{id}）、ライセンス {license}。{citation}', en='- Data: {name} ({id}), licence {license}. {citation}'),
  'registry.verify_diff': dict(ja='{name}: {field} が違います（登録簿: {registry} / Hub: {hub}）', en='{name}: {field} differs (registry: {registry} / Hub: {hub})'),
  'registry.verify_ok': dict(ja='{name}: 登録簿と Hub のカードが一致しました', en='{name}: the registry matches the Hub card'),

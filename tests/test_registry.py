@@ -143,3 +143,19 @@ def test_datasets_cli():
     assert r.returncode == 0 and r.stdout.count('\n| `') == len(DATASETS)
     r = subprocess.run([exe, '--name', 'hh-rlhf-ja', '--json'], capture_output=True, text=True, timeout=120)
     assert [x['id'] for x in json.loads(r.stdout)] == ['llm-jp/hh-rlhf-12k-ja']
+
+def test_hub_path_streams_a_sample(tmp_path, monkeypatch):
+    "Hub の道筋（短い名前 → _load_hub → hub_rows → load_dataset(streaming=True)）を、Hub の代わりのローカルの写しで通す"
+    import datasets
+    real, calls = datasets.load_dataset, []
+    mirror = tmp_path/'mirror'
+    e = get_dataset('synthetic-pref-ja-191k')
+    write(mirror/e.id, 'jsonl', [dict(prompt=f'質問{i}', chosen=f'詳しい答え{i}', rejected=f'答え{i}') for i in range(500)])
+    def local(name, **kw): calls.append((name, kw)); return real(str(mirror/name), **kw)
+    monkeypatch.setattr(datasets, 'load_dataset', local)
+    monkeypatch.chdir(tmp_path)   # 作業フォルダーに同名のフォルダーはない → Hub の道筋
+    data = load_preferences('synthetic-pref-ja-191k', max_rows=8, seed=5)
+    assert calls[0][0] == e.id and calls[0][1]['streaming'] is True and calls[0][1]['split'] == 'train'
+    assert len(data.dataset) == 8 and data.report['sampled'] == dict(max_rows=8, seed=5, rows_before=None)
+    assert load_preferences('synthetic-pref-ja-191k', max_rows=8, seed=5).dataset['chosen'] == data.dataset['chosen']
+    assert '流し読み' in data.summary() or 'Streamed' in data.summary()
