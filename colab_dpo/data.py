@@ -333,13 +333,12 @@ def _hf_records(ds, split, name) -> list:
         ds = ds[split]
     return ds.to_list()
 
-def _load_hub(name:str, split:str='train', **kw) -> list:
-    "Hugging Face のデータセット名（またはローカルのフォルダー）を `datasets.load_dataset` で読む"
-    import datasets
-    try: ds = datasets.load_dataset(name, split=split, **kw)
+def _load_hub(name:str, split:str='train', max_rows:int|None=None, seed:int=0, **kw) -> list:
+    "Hugging Face のデータセット名（またはローカルのフォルダー）を `datasets.load_dataset` で読む（max_rows があれば流し読みで一部だけ）"
+    from colab_dpo.registry import hub_rows   # registry は data を使うので、ここで遅れて読む
+    try: return hub_rows(name, split, max_rows=max_rows, seed=seed, **kw)
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
         raise DataFormatError('data.hub_load_failed', name=name, reason=f'{type(e).__name__}: {str(e)[:300]}') from None
-    return ds.to_list()
 
 _HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$')
 
@@ -351,7 +350,7 @@ def _upload() -> list[tuple[str, bytes]]:
     return list(up.items())
 
 # %% ../nbs/02_data.ipynb #3bfb4343
-def _read_source(source, *, split:str='train', iss:_Issues) -> tuple[_Rows, str]:
+def _read_source(source, *, split:str='train', iss:_Issues, max_rows:int|None=None, seed:int=0) -> tuple[_Rows, str]:
     "あらゆる入力を `_Rows` にする。返り値の 2 つ目は出どころの説明"
     out = _Rows()
     def add_all(recs, name):
@@ -389,7 +388,7 @@ def _read_source(source, *, split:str='train', iss:_Issues) -> tuple[_Rows, str]
         except OSError as e: raise DataFormatError('data.unreadable_file', file=str(p), reason=str(e)) from None
         _parse_bytes(data, str(p), out, iss); return out, str(p)
     s = str(source)
-    if _HUB_ID.match(s) and not _kind_of(s): add_all(_load_hub(s, split), s); return out, s
+    if _HUB_ID.match(s) and not _kind_of(s): add_all(_load_hub(s, split, max_rows=max_rows, seed=seed), s); out.streamed = max_rows is not None; return out, s
     raise DataFormatError('data.file_not_found', file=s, path=s)
 
 # %% ../nbs/02_data.ipynb #dd43ba3f
@@ -906,6 +905,8 @@ def summary(self:PreferenceData, md:bool=False, max_issues:int=10) -> str:
     r,s = self.report,self.report['stats']
     out = [('**' if md else '') + _t('head', total=r['rows_total'], valid=r['rows_valid'], fmt=r['format'], desc=r['format_description']) + ('**' if md else '')]
     li = '- ' if md else '  '
+    if r.get('dataset'): out.append(li + msg('registry.summary_dataset', **r['dataset']))
+    if r.get('sampled'): out.append(li + msg('registry.summary_sampled' if r['sampled']['rows_before'] else 'registry.summary_streamed', n=r['rows_total'], **r['sampled']))
     ic = r['issue_counts']
     if ic: out.append(li + _t('skipped', n=sum(ic.values()), codes=', '.join(f'{k} ×{v}' for k,v in ic.items())))
     if r['ties']: out.append(li + _t('ties', n=r['ties']))
@@ -1016,13 +1017,20 @@ def load_preferences(source=None,                # パス（ファイル・フ�
                      max_length:int|None=None,    # 学習の max_length（切り詰めの割合とプロンプトの長さの検査に使う）
                      strict:bool=False,           # True なら最初の問題で `DataFormatError`
                      split:str='train',           # HF データセット・DatasetDict の split
-                     special_tokens:list|None=None # テンプレートの名残として探す追加の文字列
+                     special_tokens:list|None=None, # テンプレートの名残として探す追加の文字列
+                     max_rows:int|None=None,      # 読む行数の上限（乱数の種つきで抜き取る。Hub のデータは流し読み）
+                     seed:int=0                   # 抜き取りの乱数の種
                     ) -> PreferenceData:
     "選好データを読み込み、形式を見分けて TRL の形にそろえ、1 行ずつ検査し、統計を付けて返す"
     if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
         raise ConfigError('data.bad_argument', arg='max_length', value=repr(max_length), hint='1 以上の整数にしてください' if lang()=='ja' else 'use a positive integer')
+    from colab_dpo.registry import resolve_source, sample_raw, sample_rows
+    sample_rows([], max_rows)   # max_rows の検査
+    source, rkw, entry = resolve_source(source)   # 登録簿の短い名前 → Hub の ID と読み方
+    format, mapping, split = format or rkw.get('format'), mapping if mapping is not None else rkw.get('mapping'), rkw.get('split', split) if split == 'train' else split
     iss = _Issues(strict)
-    raw,src = _read_source(source, split=split, iss=iss)
+    raw,src = _read_source(source, split=split, iss=iss, max_rows=max_rows, seed=seed)
+    before = sample_raw(raw, max_rows, seed) if max_rows and not getattr(raw, 'streamed', False) else None   # 流し読みは全体の行数を知らない
     tok = _as_tokenizer(tokenizer)
     keys = Counter(k for r in raw.recs[:5000] if isinstance(r, dict) for k in r)
     keys.update({k:0 for k in set().union(*(r for r in raw.recs[5000:] if isinstance(r, dict))) - keys.keys()})
@@ -1041,7 +1049,8 @@ def load_preferences(source=None,                # パス（ファイル・フ�
     report = AttrDict(rows_total=raw.n_total, rows_valid=len(P), format=fmt, format_description=FORMATS[fmt][lang()!='ja'] if fmt in FORMATS else '-',
                       conversational=spec['conv'], issues=iss.items, issue_counts=ic, ties=ties, stats={}, max_length=max_length,
                       tokenizer=getattr(tok, 'name_or_path', None) if tok is not None else None, source=src,
-                      encodings=raw.encodings, columns=ren, skipped_files=raw.skipped_files)
+                      encodings=raw.encodings, columns=ren, skipped_files=raw.skipped_files,
+                      dataset=entry.licence_info() if entry else None, sampled=dict(max_rows=max_rows, seed=seed, rows_before=before) if max_rows else None)
     if not P:
         first = iss.items[0]['message'] if iss.items else ('データの行がありません（空のファイル、または見出しだけ）' if lang()=='ja' else 'there are no data rows (empty file or header only)')
         detail = (', '.join(f'{k} ×{v}' for k,v in ic.items()) + ' — ' if ic else '') + (f'最初の問題: {first}' if lang()=='ja' and iss.items else first)
@@ -1192,7 +1201,7 @@ def _jsonable(o):
     if o is None or isinstance(o, (str, int, float, bool)): return o
     return o.item() if hasattr(o, 'item') else str(o)
 
-def check_data(path:str, *, tokenizer=None, max_length=None, format=None, mapping=None, split='train', as_json=False, strict=False) -> int:
+def check_data(path:str, *, tokenizer=None, max_length=None, format=None, mapping=None, split='train', as_json=False, strict=False, max_rows=None, seed=0) -> int:
     "`colab-dpo-check-data` の本体: 検査して結果を表示し、終了コードを返す"
     p = str(path)
     if not Path(os.path.expanduser(p)).exists() and (not _HUB_ID.match(p) or _kind_of(p)): raise ConfigError('data.file_not_found', arg='path', path=p)
@@ -1200,7 +1209,7 @@ def check_data(path:str, *, tokenizer=None, max_length=None, format=None, mappin
         raise ConfigError('data.file_not_found', arg='--tokenizer', path=str(tokenizer))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', ColabDPOWarning)
-        try: data = load_preferences(p, tokenizer=tokenizer, max_length=max_length, format=format, mapping=_parse_mapping(mapping), split=split)
+        try: data = load_preferences(p, tokenizer=tokenizer, max_length=max_length, format=format, mapping=_parse_mapping(mapping), split=split, max_rows=max_rows, seed=seed)
         except DataFormatError as e:
             rep = getattr(e, 'report', None)
             if as_json:
@@ -1222,6 +1231,8 @@ def check_data_cli(path:str,             # 検査するファイル・フォル�
                    mapping:str=None,     # 列名の対応: "質問=prompt,良い回答=chosen,悪い回答=rejected"
                    split:str='train',    # Hugging Face のデータセットの split
                    json:bool=False,      # 結果を JSON 1 つで出す
-                   strict:bool=False):   # 問題が 1 つでもあれば終了コード 1
+                   strict:bool=False,    # 問題が 1 つでもあれば終了コード 1
+                   max_rows:int=None,    # 調べる行数の上限（乱数の種つきの抜き取り。Hub の大きなデータは流し読み）
+                   seed:int=0):          # 抜き取りの乱数の種
     "選好データを 1 行ずつ検査し、問題と直し方・統計を示す（終了コード: 0 使える / 1 使えない・--strict で問題あり / 2 使い方の誤り）"
-    return check_data(path, tokenizer=tokenizer, max_length=max_length, format=format, mapping=mapping, split=split, as_json=json, strict=strict)
+    return check_data(path, tokenizer=tokenizer, max_length=max_length, format=format, mapping=mapping, split=split, as_json=json, strict=strict, max_rows=max_rows, seed=seed)
