@@ -17,11 +17,11 @@ from .compat import register_messages, msg, warn, ColabDPOError, ConfigError, Tr
 from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数名（能力で判定）と GPU メモリの解放は読み込みモジュールと共通
 
 # %% auto #0
-__all__ = ['PROFILES', 'GB', 'DPORecipe', 'detect_profile', 'ModelShape', 'model_shape', 'estimate_memory', 'MemoryPlan',
-           'plan_memory', 'token_stats', 'MemoryMonitorCallback', 'checkpoint_status', 'find_checkpoints',
-           'latest_checkpoint', 'checkpoint_dir', 'TrainResult', 'ref_passes', 'train_dpo', 'run_card',
-           'run_card_markdown', 'write_run_card', 'merge_adapter', 'push_run', 'cli_recipe', 'train_cli', 'run_demo',
-           'demo_cli']
+__all__ = ['PROFILES', 'PROFILE_PROCESSES', 'GB', 'DPORecipe', 'world_size', 'detect_profile', 'ModelShape', 'model_shape',
+           'estimate_memory', 'MemoryPlan', 'plan_memory', 'token_stats', 'MemoryMonitorCallback', 'checkpoint_status',
+           'find_checkpoints', 'latest_checkpoint', 'checkpoint_dir', 'TrainResult', 'ref_passes', 'train_dpo',
+           'run_card', 'run_card_markdown', 'write_run_card', 'merge_adapter', 'push_run', 'cli_recipe', 'train_cli',
+           'run_demo', 'demo_cli']
 
 # %% ../nbs/03_training.ipynb #4ac1ce26
 register_messages({
@@ -243,6 +243,8 @@ def replace(self:DPORecipe, **kw) -> DPORecipe:
 PROFILES = {
     't4':   dict(precision='fp16', quantization='4bit', optim='paged_adamw_8bit', max_length=1024, max_prompt_length=512,
                  per_device_train_batch_size=1, gradient_accumulation_steps=8, gradient_checkpointing=True, vram_gb=15.0),
+    'kaggle-2xt4': dict(precision='fp16', quantization='4bit', optim='paged_adamw_8bit', max_length=1024, max_prompt_length=512,
+                 per_device_train_batch_size=1, gradient_accumulation_steps=4, gradient_checkpointing=True, vram_gb=15.0),
     'l4':   dict(precision='bf16', quantization='4bit', optim='paged_adamw_8bit', max_length=1024, max_prompt_length=512,
                  per_device_train_batch_size=2, gradient_accumulation_steps=4, gradient_checkpointing=True, vram_gb=22.0),
     'a100': dict(precision='bf16', quantization=None, optim='adamw_torch_fused', max_length=2048, max_prompt_length=1024,
@@ -254,6 +256,16 @@ PROFILES = {
                  max_steps=4, max_rows=32, logging_steps=1, save_steps=2),
 }
 
+PROFILE_PROCESSES = {'kaggle-2xt4': 2}  # データ並列を前提にするプロファイルのプロセス数（実効バッチ = マイクロバッチ × 勾配蓄積 × これ）
+
+register_messages({'train.profile_world': dict(
+    ja='プロファイル {profile} は {n} プロセス（GPU {n} 枚）のデータ並列が前提です（実効バッチ = マイクロバッチ × 勾配蓄積 × {n}）が、いまは {world} プロセスです。`accelerate launch --num_processes {n} --no_python colab-dpo-train --profile {profile} …` か `torchrun --nproc_per_node {n} --no-python colab-dpo-train --profile {profile} …` で起動してください',
+    en='Profile {profile} assumes {n}-process data parallelism ({n} GPUs; effective batch = micro-batch × accumulation × {n}) but this is {world} process(es). Launch with `accelerate launch --num_processes {n} --no_python colab-dpo-train --profile {profile} …` or `torchrun --nproc_per_node {n} --no-python colab-dpo-train --profile {profile} …`')})
+
+def world_size() -> int: # 分散学習のプロセス数（torchrun・accelerate launch が WORLD_SIZE に書く。単独なら 1）
+    "このプロセスが属するデータ並列のプロセス数"
+    return int(os.environ.get('WORLD_SIZE', '1'))
+
 def _gpu_info() -> dict:
     "GPU 0 の名前・計算能力・VRAM（GPU がなければ gpu=None）。TRL などは読み込まない"
     import torch
@@ -261,10 +273,14 @@ def _gpu_info() -> dict:
     p = torch.cuda.get_device_properties(0)
     return dict(gpu=p.name, compute_capability='%d.%d' % (p.major, p.minor), vram_total_gb=round(p.total_memory/2**30, 1))
 
-def detect_profile(env:dict|None=None # `env_report()` の結果（gpu、compute_capability、vram_total_gb）。None なら今の GPU を調べる
-                  ) -> str: # 'cpu'、't4'、'l4'、'a100'、'h100' のどれか
-    "GPU 名・計算能力・VRAM からプロファイル名を選ぶ"
+def detect_profile(env:dict|None=None # `env_report()` の結果（gpu、compute_capability、vram_total_gb、world_size）。None なら今の GPU を調べる
+                  ) -> str: # 'cpu'、't4'、'kaggle-2xt4'（T4 で 2 プロセス以上）、'l4'、'a100'、'h100' のどれか
+    "GPU 名・計算能力・VRAM（とプロセス数）からプロファイル名を選ぶ"
     env = _gpu_info() if env is None else env
+    key = _detect(env)
+    return 'kaggle-2xt4' if key == 't4' and int(env.get('world_size') or world_size()) > 1 else key
+
+def _detect(env:dict) -> str:
     gpu = (env.get('gpu') or '').upper()
     if not gpu: return 'cpu'
     for name,key in (('H100','h100'), ('H200','h100'), ('A100','a100'), ('L4','l4'), ('T4','t4')):
@@ -275,13 +291,14 @@ def detect_profile(env:dict|None=None # `env_report()` の結果（gpu、compute
     return 'l4' if vram < 30 else 'a100' if vram < 60 else 'h100'
 
 @patch(cls_method=True)
-def from_profile(cls:DPORecipe, name:str='auto', # 't4'、'l4'、'a100'、'h100'、'cpu'、'auto'（今のハードウェアから選ぶ）
+def from_profile(cls:DPORecipe, name:str='auto', # 't4'、'kaggle-2xt4'、'l4'、'a100'、'h100'、'cpu'、'auto'（今のハードウェアから選ぶ）
                  **overrides # プロファイルの値を上書きする項目
                 ) -> DPORecipe:
     "ハードウェア別プロファイルからレシピを作る"
     key = detect_profile() if name == 'auto' else str(name).lower()
     if key not in PROFILES: raise ConfigError('train.unknown_profile', field='profile', name=name, choices=list(PROFILES)+['auto'])
     _check_keys(overrides)
+    if (n := PROFILE_PROCESSES.get(key, 1)) != world_size(): warn('train.profile_world', profile=key, n=n, world=world_size())
     return cls(**{**PROFILES[key], 'profile': key, **overrides})
 
 # %% ../nbs/03_training.ipynb #3996a2fb
@@ -391,9 +408,10 @@ class MemoryPlan:
     breakdown:dict  # 項目 → GB
     reasons:list  # 日本語の理由
     fused_lm_head:bool=False  # 融合 LM ヘッドを前提にしたか
+    world_size:int=1  # データ並列のプロセス数（計画は 1 プロセス＝1 GPU あたり。実効バッチに掛かる）
 
     @property
-    def effective_batch(self) -> int: return self.micro_batch * self.grad_accum
+    def effective_batch(self) -> int: return self.micro_batch * self.grad_accum * self.world_size
 
     def dpo_args(self) -> dict:
         "`make_dpo_trainer` に渡す 4 つの設定"
@@ -402,7 +420,8 @@ class MemoryPlan:
 
     def __repr__(self):
         lim = f'上限 {self.budget_gb:.1f} GB に' + ('収まります' if self.fits else '収まりません') if self.budget_gb else 'GPU なし（見積もりのみ）'
-        lines = [f'メモリ計画: マイクロバッチ {self.micro_batch} × 勾配蓄積 {self.grad_accum}（実効バッチ {self.effective_batch}）、'
+        per = f' × {self.world_size} プロセス' if self.world_size > 1 else ''
+        lines = [f'メモリ計画{"（1 GPU あたり）" if per else ""}: マイクロバッチ {self.micro_batch} × 勾配蓄積 {self.grad_accum}{per}（実効バッチ {self.effective_batch}）、'
                  f'系列長 {self.seq_len}、勾配チェックポイント {"あり" if self.gradient_checkpointing else "なし"}、'
                  f'参照の事前計算 {"あり" if self.precompute_ref_log_probs else "なし"}',
                  f'  推定ピーク {self.peak_gb:.2f} GB — {lim}',
@@ -738,7 +757,9 @@ def _load_kw(recipe:DPORecipe) -> dict:
     "load_model の引数。分散学習ではプロセスごとに自分の GPU へ載せる（device_map='auto' は全部を GPU 0 に置く）"
     import torch
     kw = dict(quantization=recipe.quantization, precision=recipe.precision, gradient_checkpointing=recipe.gradient_checkpointing)
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and torch.cuda.is_available(): kw['device_map'] = {'': int(os.environ.get('LOCAL_RANK', '0'))}
+    if world_size() > 1 and torch.cuda.is_available():
+        kw['device_map'] = {'': int(os.environ.get('LOCAL_RANK', '0'))}
+        torch.cuda.set_device(kw['device_map'][''])   # メモリ計画の空き VRAM も自分の GPU で測る
     return kw
 
 def _load(recipe:DPORecipe, workdir:Path) -> tuple:
@@ -812,6 +833,8 @@ def _vram_budget(recipe:DPORecipe) -> float|None:
     "計画の VRAM 予算: GPU なら（空き＋このプロセスが確保済みの分）、レシピの vram_gb が小さければそちら。GPU がなければ None"
     import torch
     if not torch.cuda.is_available(): return None
+    if world_size() > 1:   # 全プロセスが同じ計画を選ぶように、測った空きではなく予算か GPU の総量から（違うマイクロバッチではステップ数がずれて止まる）
+        return recipe.vram_gb or torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory/GB
     free = (torch.cuda.mem_get_info()[0] + torch.cuda.memory_allocated()) / GB
     return min(free, recipe.vram_gb) if recipe.vram_gb else free
 
@@ -925,7 +948,7 @@ def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, prec
     pre = _precompute_default(recipe, rows)
     settings = dict(per_device_train_batch_size=recipe.per_device_train_batch_size, gradient_accumulation_steps=recipe.gradient_accumulation_steps,
                     gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=bool(pre))
-    if recipe.dry_run: return _target_plan(target, info, stats), settings
+    if recipe.dry_run: return _per_rank(_target_plan(target, info, stats)), settings
     plan = plan_memory(model.config, quantization=recipe.quantization, precision=precision, lora_r=recipe.lora_r,
                        lora_targets=recipe.lora_targets, optim=recipe.optim, max_length=recipe.max_length, token_stats=stats,
                        micro_batch=recipe.per_device_train_batch_size, grad_accum=recipe.gradient_accumulation_steps,
@@ -935,7 +958,12 @@ def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, prec
         plan.reasons.append(f'学習はデータを {ref_passes(recipe, rows):.1f} 周するので、参照の log-prob を最初に 1 周だけ計算します（参照の順伝播が周回ごとに要らなくなる）')
     if plan.fits is False: warn('train.plan_no_fit', peak=plan.peak_gb, budget=plan.budget_gb, suggest=max(128, recipe.max_length // 2))
     if plan.fits is not None and recipe.auto_plan: settings = plan.dpo_args()
-    return plan, settings
+    return _per_rank(plan), settings
+
+def _per_rank(plan:MemoryPlan|None) -> MemoryPlan|None:
+    "計画は 1 プロセス（1 GPU）あたり。実効バッチにはプロセス数を掛ける"
+    if plan is not None: plan.world_size = world_size()
+    return plan
 
 def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str,
                          info:dict, callbacks:list, extra:dict, fault:dict) -> dict:
