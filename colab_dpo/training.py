@@ -426,7 +426,8 @@ class MemoryPlan:
                  f'参照の事前計算 {"あり" if self.precompute_ref_log_probs else "なし"}',
                  f'  推定ピーク {self.peak_gb:.2f} GB — {lim}',
                  '  内訳: ' + '、'.join(f'{_LABELS.get(k, k)} {v:.2f}' for k,v in self.breakdown.items())]
-        return '\n'.join(lines + [f'  ・{r}' for r in self.reasons])
+        dp = [f'{self.world_size} プロセスのデータ並列なので、上の実効バッチはプロセスあたり {self.micro_batch*self.grad_accum}、全体で {self.effective_batch} です'] if per else []
+        return '\n'.join(lines + [f'  ・{r}' for r in self.reasons + dp])
 
 # %% ../nbs/03_training.ipynb #5d4c8e16
 def _free_vram_gb() -> float|None:
