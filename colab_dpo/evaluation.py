@@ -1004,7 +1004,7 @@ def load_run(run_dir:str|Path,                 # run フォルダ
     if not (ad/'adapter_config.json').is_file(): raise ModelLoadError('eval.no_run', run_dir=str(run), what='adapter/adapter_config.json', file=str(ad))
     card = read_run_card(run); base = base_model_of(run, card)
     if quantization == 'auto': choice = eval_load_choice(base, _card(card, 'quantization'), int(_card(card, 'max_length', 1024)))
-    else: choice = _choice('eval.load_given', {}, quantization=quantization, label=quantization or '16bit')
+    else: choice = _choice('eval.load_given', {}, quantization=quantization, label=quantization or 'none')
     with _phase('eval.phase_load', how=choice['message']):
         model, tok, rep = load_model(base, quantization=choice['quantization'], for_training=False)
         if (ad/'tokenizer_config.json').is_file(): tok = AutoTokenizer.from_pretrained(ad)  # 学習に使ったトークナイザー（テンプレート込み）
