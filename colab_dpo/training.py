@@ -966,9 +966,18 @@ def _per_rank(plan:MemoryPlan|None) -> MemoryPlan|None:
     if plan is not None: plan.world_size = world_size()
     return plan
 
+def _reusable(trainer, model):
+    "OOM の後も同じ基盤モデルを使えるなら、注入された LoRA を外して返す。LoRA が残る・重みが有限でないなら None（読み直す）"
+    import torch
+    m = getattr(trainer, 'model', None) or model
+    m = getattr(m, 'module', m)                     # DDP などの包みを外す
+    if hasattr(m, 'peft_config') and hasattr(m, 'unload'): m = m.unload()   # マージせずに LoRA の層を外し、元の基盤モデルに戻す
+    if m is None or any('lora_' in n for n,_ in m.named_modules()): return None
+    return m if all(bool(torch.isfinite(p).all()) for p in m.parameters() if p.is_floating_point()) else None
+
 def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str,
                          info:dict, callbacks:list, extra:dict, fault:dict) -> dict:
-    "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから、モデルを読み直して続ける"
+    "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから続ける（基盤モデルは使い回し、壊れていれば読み直す）"
     # モデルは held（長さ 0 か 1 のリスト）から受け取る: 呼び出し側の変数に残ると、失敗したモデルが再試行の間も GPU に居座る
     resumed_from = resume_ck = _resolve_resume(recipe, ckdir)
     monitor, retries = MemoryMonitorCallback(verbose=False), []
@@ -988,12 +997,15 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
         done = [p for p in watch.saved if checkpoint_status(p)[0]]
         resume_ck = done[-1] if done else resume_ck
         new = _next_settings(settings) if attempt < recipe.oom_retries else None
-        trainer = model = watch = None; _free_cuda()   # 失敗したトレーナーとモデルへの参照をすべて切ってから GPU を空ける
+        keep = _reusable(trainer, model) if new is not None else None   # 読み込み済みの重みはそのまま（読み直しは数十秒かかる）
+        trainer = model = watch = None; _free_cuda()   # 失敗したトレーナー・LoRA・活性化への参照をすべて切ってから GPU を空ける
+        if keep is not None: held.append(keep)
+        keep = None
         if new is None: raise TrainingError('train.oom', n=attempt, suggest=max(128, recipe.max_length // 2), ckpt=resume_ck or 'なし')
         warn('train.oom_retry', step=oom['step'], old_micro=settings['per_device_train_batch_size'], micro=new['per_device_train_batch_size'],
              old_accum=settings['gradient_accumulation_steps'], accum=new['gradient_accumulation_steps'],
              ckpt=resume_ck or '最初', n=attempt + 1, max=recipe.oom_retries)
-        retries.append(dict(step=oom['step'], error=oom['error'], resumed_from=str(resume_ck) if resume_ck else None, **new))
+        retries.append(dict(step=oom['step'], error=oom['error'], resumed_from=str(resume_ck) if resume_ck else None, reloaded=not held, **new))
         settings = new
 
 def _save_outputs(run:dict, run_dir:Path, recipe:DPORecipe, tok, eval_ds) -> Path:
