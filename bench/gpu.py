@@ -7,7 +7,7 @@ Hub には接続しない: 構造は `config.json`（../shared/fixtures/tinyswal
 
     python bench/gpu.py --fixture DIR [--lengths 1024 512] [--steps 3] [--repeat 3] [--variants ...] [--out OUT_DIR]
     python bench/gpu.py --fixture DIR --tiny          # CPU で配線だけ確かめる（小さなモデル、fp32）
-    python bench/gpu.py --phases eval multi           # issue 16: 評価（colab-dpo-eval の段階ごとの時間、生成の tokens/s の比、選んだ精度）と複数 GPU
+    python bench/gpu.py --phases eval multi oom       # issue 16: 評価（colab-dpo-eval の段階ごとの時間、生成の tokens/s の比、選んだ精度）と複数 GPU
     python bench/gpu.py --smoke                       # CPU で評価と 2 プロセス（gloo）の段階の配線だけを数十秒で確かめる
 
 評価の段階（--phases eval）: 学習の代わりに乱数で初期化した LoRA アダプターを載せた run フォルダを作り、(1) `colab-dpo-eval` を別プロセスで
@@ -216,6 +216,42 @@ def multi_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
     if s and d: out['ddp_speed_ratio'] = d/s
     return out
 
+def oom_worker(a):
+    "1 条件だけ学習して RESULT を 1 行出す。GPU では --cap-gb でこのプロセスが使えるメモリを制限する（OOM を起こすため）"
+    import torch
+    from colab_dpo.training import DPORecipe, train_dpo
+    gpu = torch.cuda.is_available()
+    if gpu and a.cap_gb: torch.cuda.set_per_process_memory_fraction(a.cap_gb*2**30 / torch.cuda.get_device_properties(0).total_memory)
+    mb = int(a.oom_worker)
+    recipe = DPORecipe.from_profile('t4' if gpu else 'cpu', models=[str(a.model)], data=str(a.data), max_steps=a.steps, max_length=a.max_length,
+                                    max_prompt_length=a.max_length//2, output_dir=tempfile.mkdtemp(prefix=f'oom{mb}_'), eval_ratio=0.0, save_steps=1,
+                                    resume=None, logging_steps=1, dry_run=False, max_rows=None, auto_plan=False, per_device_train_batch_size=mb,
+                                    gradient_accumulation_steps=8//mb, oom_retries=2, precompute_ref_log_probs=False,
+                                    **(dict(quantization='4bit', precision='fp16') if gpu else dict(quantization=None, precision='fp32')))
+    t = time.perf_counter()
+    res = train_dpo(recipe, _fault=None if gpu else ({'oom_at_step': 1} if mb == 8 else {}))   # CPU では OOM を注入して配線だけ確かめる
+    r = dict(micro_batch=mb, wall_s=time.perf_counter() - t, retries=res.run_card.get('oom_retries'), step=res.metrics.get('step'),
+             final_micro=res.run_card['recipe']['per_device_train_batch_size'])
+    if gpu: r['peak_gb'] = torch.cuda.max_memory_allocated()/1e9
+    print('RESULT ' + json.dumps(r), flush=True)
+
+def oom_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
+    "3 GB の上限でマイクロバッチ 8 から始めて OOM から回復した学習の時間 ÷ 最初からマイクロバッチ 2 の学習の時間（読み込みを含む、別プロセス）"
+    L = a.lengths[0]
+    data = build_data(model_dir, work/f'data_oom_{L}.jsonl', L, rows=a.steps*8)
+    out = {}
+    for mb in (2, 8):
+        cmd = [sys.executable, __file__, '--oom-worker', str(mb), '--model', str(model_dir), '--data', str(data), '--max-length', str(L),
+               '--steps', str(a.steps), '--cap-gb', str(a.cap_gb)]
+        t = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'TQDM_DISABLE': '1'})
+        line = next((l for l in p.stdout.splitlines() if l.startswith('RESULT ')), None)
+        out[f'micro_{mb}'] = dict(json.loads(line[7:]) if line else {}, process_wall_s=time.perf_counter() - t, rc=p.returncode,
+                                  error=p.stderr[-600:] if p.returncode else None)
+    a2, a8 = out['micro_2'].get('wall_s'), out['micro_8'].get('wall_s')
+    if a2 and a8: out['recovery_time_ratio'] = a8/a2
+    return out
+
 def _med(rs, k):
     v = [r[k] for r in rs if r.get(k) is not None and not r.get('error')]
     return statistics.median(v) if v else None
@@ -228,7 +264,8 @@ def main():
     ap.add_argument('--variants', nargs='+', default=['plain_fp32fix', *COLAB_VARIANTS],
                     help="'plain'（TRL のドキュメントどおり。fp16 + QLoRA では TRL #4901 で落ちる）、'plain_fp32fix'（その回避策つき）、" + '、'.join(COLAB_VARIANTS))
     ap.add_argument('--tiny', action='store_true'); ap.add_argument('--out', default=None)
-    ap.add_argument('--phases', nargs='+', default=['train'], choices=['train', 'eval', 'multi'], help='測る段階（issue 16 の表は eval multi）')
+    ap.add_argument('--phases', nargs='+', default=['train'], choices=['train', 'eval', 'multi', 'oom'], help='測る段階（issue 16 の表は eval multi oom）')
+    ap.add_argument('--cap-gb', type=float, default=3.0, help='oom の段階で 1 プロセスが使える GPU メモリ（GiB）'); ap.add_argument('--oom-worker')
     ap.add_argument('--smoke', action='store_true', help='CPU で評価と 2 プロセスの段階の配線だけを確かめる（--tiny、少ない問題数・トークン数）')
     ap.add_argument('--prompts', type=int, default=12); ap.add_argument('--new-tokens', type=int, default=128)
     ap.add_argument('--eval-pairs', type=int, default=200); ap.add_argument('--eval-length', type=int, default=1024)
@@ -236,7 +273,8 @@ def main():
     ap.add_argument('--worker', dest='variant'); ap.add_argument('--model'); ap.add_argument('--data'); ap.add_argument('--max-length', type=int)
     a = ap.parse_args()
     if a.variant: return worker(a)
-    if a.smoke: a.tiny, a.phases, a.prompts, a.new_tokens, a.eval_pairs, a.eval_length, a.steps, a.lengths = True, ['eval', 'multi'], 2, 8, 4, 128, 1, [128]
+    if a.oom_worker: return oom_worker(a)
+    if a.smoke: a.tiny, a.phases, a.prompts, a.new_tokens, a.eval_pairs, a.eval_length, a.steps, a.lengths = True, ['eval', 'multi', 'oom'], 2, 8, 4, 128, 1, [128]
     import torch
     work = Path(a.workdir or tempfile.mkdtemp(prefix='gpu_bench_')); work.mkdir(parents=True, exist_ok=True)
     out = Path(a.out) if a.out else work; out.mkdir(parents=True, exist_ok=True)
@@ -244,7 +282,7 @@ def main():
     print(f"model ready in {time.perf_counter()-t:.1f}s: {model}", flush=True)
     results, partial = [], open(out/'gpu_bench_runs.jsonl', 'a')   # 途中で時間切れになっても、測れた回は残る
     gpu, extra = torch.cuda.is_available(), {}
-    for ph, fn in (('eval', eval_phase), ('multi', multi_phase)):
+    for ph, fn in (('eval', eval_phase), ('multi', multi_phase), ('oom', oom_phase)):
         if ph not in a.phases: continue
         t = time.perf_counter(); extra[ph] = r = fn(a, model, work, gpu)
         partial.write(json.dumps(dict(phase=ph, **r), default=str) + '\n'); partial.flush()
@@ -303,5 +341,6 @@ def main():
               f"      generation {a.prompts} prompts x {a.new_tokens} tokens (adapter off): old 4bit/batch 4 {o.get('tokens_per_s', 0):.0f} tok/s, "
               f"new default {n.get('tokens_per_s', 0):.0f} tok/s -> ratio x{e['gen_speed_ratio']:.2f}")
     if 'multi' in extra: print(f"multi: {json.dumps(extra['multi'], ensure_ascii=False, default=str)}")
+    if 'oom' in extra: print(f"oom: {json.dumps(extra['oom'], ensure_ascii=False, default=str)}")
 
 if __name__ == '__main__': main()
