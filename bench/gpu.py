@@ -7,6 +7,14 @@ Hub には接続しない: 構造は `config.json`（../shared/fixtures/tinyswal
 
     python bench/gpu.py --fixture DIR [--lengths 1024 512] [--steps 3] [--repeat 3] [--variants ...] [--out OUT_DIR]
     python bench/gpu.py --fixture DIR --tiny          # CPU で配線だけ確かめる（小さなモデル、fp32）
+    python bench/gpu.py --phases eval multi oom       # issue 16: 評価（colab-dpo-eval の段階ごとの時間、生成の tokens/s の比、選んだ精度）と複数 GPU
+    python bench/gpu.py --smoke                       # CPU で評価と 2 プロセス（gloo）の段階の配線だけを数十秒で確かめる
+
+評価の段階（--phases eval）: 学習の代わりに乱数で初期化した LoRA アダプターを載せた run フォルダを作り、(1) `colab-dpo-eval` を別プロセスで
+既定のまま走らせて（12 問 × 128 トークンを学習前後、保留 200 組を 1024 トークンで採点）全体と段階ごとの秒数・選んだ精度を読み、
+(2) 同じプロセスで、以前の既定（4bit の基盤・バッチ 4）と新しい既定（空きに収まれば 16bit・バッチは空きから）の生成の tokens/s を比べる。
+複数 GPU の段階（--phases multi）: GPU が 2 枚以上あれば `torchrun --nproc_per_node 2 colab-dpo-train --profile kaggle-2xt4` と
+1 プロセスの `--profile t4`（同じ実効バッチ 8）の学習 tokens/s を比べる。GPU が 1 枚なら「未測定」と出す（CPU の --smoke は gloo で配線だけ）。
 
 GPU が無い環境の数値は bench/README.md で「未測定」のままにする（推定値を測定値として書かない）。
 """
@@ -125,6 +133,125 @@ def worker(a):
                     r['leaked'] = [dict(shape=list(t.shape), dtype=str(t.dtype), referrers=[type(x).__name__ for x in gc.get_referrers(t)][:6]) for t in big[:6]]
             print('RESULT ' + json.dumps(r), flush=True)
 
+def make_run(model_dir:Path, out:Path, L:int, pairs:int, gpu:bool, seed:int=0) -> Path:
+    "学習の代わりに、乱数で初期化した LoRA アダプター・run_card・保留データを持つ run フォルダを作る（評価の速さだけを測るため）"
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from peft import LoraConfig, get_peft_model
+    if (out/'run_card.json').exists(): return out
+    tok = AutoTokenizer.from_pretrained(model_dir); torch.manual_seed(seed)
+    m = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float16 if gpu else torch.float32),
+                       LoraConfig(r=16, lora_alpha=32, target_modules='all-linear', init_lora_weights=False, task_type='CAUSAL_LM'))
+    m.save_pretrained(out/'adapter'); tok.save_pretrained(out/'adapter'); del m
+    build_data(model_dir, out/'held_out.jsonl', L, rows=pairs)
+    card = dict(base_model=str(model_dir), eval_data='held_out.jsonl', recipe=dict(beta=0.1, quantization='4bit', max_length=L))
+    (out/'run_card.json').write_text(json.dumps(card, ensure_ascii=False))
+    return out
+
+_PHASES = dict(load=r'\[eval\] loaded in ([\d.]+) s', score=r'\[eval\] scored (\d+) held-out pairs .* in ([\d.]+) s \(([\d.]+) tokens/s\)',
+               generate=r'\[eval\] generated answers to (\d+) prompts .* in ([\d.]+) s \(([\d.]+) new tokens/s', total=r'\[eval\] total ([\d.]+) s')
+
+def eval_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
+    "colab-dpo-eval を既定のまま別プロセスで走らせて段階ごとの秒数を読み、同じプロセスで以前の既定と生成の tokens/s を比べる"
+    import re, gc, torch
+    from colab_dpo.evaluation import load_run, load_prompt_set, prompt_ids, generate_answers
+    run = make_run(model_dir, work/'eval_run', a.eval_length, a.eval_pairs, gpu)
+    exe = Path(sys.executable).parent/'colab-dpo-eval'
+    cmd = [str(exe) if exe.exists() else 'colab-dpo-eval', '--run-dir', str(run), '--max-new-tokens', str(a.new_tokens),
+           '--n-prompts', str(a.prompts), '--max-pairs', str(a.eval_pairs)]
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'COLAB_DPO_LANG': 'en'})
+    r = dict(cli_wall_s=time.perf_counter() - t, cli_rc=p.returncode, cli_stderr_tail=p.stderr[-800:] if p.returncode else None,
+             progress_bars=('scoring (before)' in p.stderr, 'generating (after)' in p.stderr))
+    for k,pat in _PHASES.items():
+        m = re.search(pat, p.stdout)
+        if m: r[f'{k}_s'] = float(m.group(1 if k in ('load', 'total') else 2))
+        if m and k in ('score', 'generate'): r[f'{k}_tokens_per_s'] = float(m.group(3))
+    rep = run/'eval'/'report.json'
+    if rep.exists(): r['precision'] = (json.loads(rep.read_text()).get('load') or {}).get('message')
+    prompts = load_prompt_set('ja', n=a.prompts)
+    for name, q, bs in (('old_4bit_batch4', '4bit' if gpu else None, 4), ('new_default', 'auto', None)):
+        model, tok, card = load_run(run, q)
+        ids = [prompt_ids(tok, x) for x in prompts]
+        if gpu: torch.cuda.synchronize()
+        t = time.perf_counter()
+        with model.disable_adapter(): out = generate_answers(model, tok, ids, a.new_tokens, bs)
+        if gpu: torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+        r[name] = dict(gen_s=dt, new_tokens=sum(map(len, out)), tokens_per_s=sum(map(len, out))/dt, load=card['eval_load'].get('code'))
+        del model, out; gc.collect()
+        if gpu: torch.cuda.empty_cache()
+    r['gen_speed_ratio'] = r['new_default']['tokens_per_s'] / r['old_4bit_batch4']['tokens_per_s']
+    return r
+
+def _train_tps(run:Path) -> float|None:
+    h = json.loads((run/'log_history.json').read_text()) if (run/'log_history.json').exists() else []
+    rt = _runtime(h)
+    return _num_tokens(h)/rt if rt else None
+
+def multi_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
+    "GPU 2 枚（CPU の --smoke では gloo の 2 プロセス）で kaggle-2xt4 のデータ並列と、1 プロセスの t4 を同じ実効バッチで比べる"
+    import torch
+    n = torch.cuda.device_count() if gpu else 2
+    if n < 2: return dict(skipped=f'{n} GPU: 2 枚以上のときだけ測る（未測定）')
+    L = a.lengths[0]
+    data = build_data(model_dir, work/f'data_multi_{L}.jsonl', L, rows=a.steps*8*2)
+    exe = Path(sys.executable).parent
+    common = ['--model', str(model_dir), '--data', str(data), '--max-steps', str(a.steps), '--max-length', str(L),
+              '--max-prompt-length', str(L//2), '--eval-ratio', '0', '--save-steps', '1000000', '--resume', 'none', '--logging-steps', '1']
+    if not gpu: common += ['--quantization', 'none', '--precision', 'fp32', '--optim', 'adamw_torch']
+    env = {**os.environ, 'TQDM_DISABLE': '1'}
+    if not gpu: env.update(CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1')
+    out = {}
+    for name, pre, prof in (('single_t4', [], 't4'), ('ddp_kaggle_2xt4', [str(exe/'torchrun'), '--nproc_per_node', '2', '--no-python'], 'kaggle-2xt4')):
+        run = work/f'multi_{name}'
+        t = time.perf_counter()
+        p = subprocess.run(pre + [str(exe/'colab-dpo-train'), '--profile', prof, '--output-dir', str(run), *common], capture_output=True, text=True, env=env)
+        card = json.loads((run/'run_card.json').read_text()) if (run/'run_card.json').exists() else {}
+        rc = card.get('recipe', {})
+        out[name] = dict(rc=p.returncode, wall_s=time.perf_counter() - t, train_tokens_per_s=_train_tps(run), world_size=card.get('world_size'),
+                         micro_batch=rc.get('per_device_train_batch_size'), grad_accum=rc.get('gradient_accumulation_steps'),
+                         peak_gpu_gb=(card.get('memory') or {}).get('gpu_peak_gb'), error=p.stderr[-600:] if p.returncode else None)
+    s, d = out['single_t4'].get('train_tokens_per_s'), out['ddp_kaggle_2xt4'].get('train_tokens_per_s')
+    if s and d: out['ddp_speed_ratio'] = d/s
+    return out
+
+def oom_worker(a):
+    "1 条件だけ学習して RESULT を 1 行出す。GPU では --cap-gb でこのプロセスが使えるメモリを制限する（OOM を起こすため）"
+    import torch
+    from colab_dpo.training import DPORecipe, train_dpo
+    gpu = torch.cuda.is_available()
+    if gpu and a.cap_gb: torch.cuda.set_per_process_memory_fraction(a.cap_gb*2**30 / torch.cuda.get_device_properties(0).total_memory)
+    mb = int(a.oom_worker)
+    recipe = DPORecipe.from_profile('t4' if gpu else 'cpu', models=[str(a.model)], data=str(a.data), max_steps=a.steps, max_length=a.max_length,
+                                    max_prompt_length=a.max_length//2, output_dir=tempfile.mkdtemp(prefix=f'oom{mb}_'), eval_ratio=0.0, save_steps=1,
+                                    resume=None, logging_steps=1, dry_run=False, max_rows=None, auto_plan=False, per_device_train_batch_size=mb,
+                                    gradient_accumulation_steps=8//mb, oom_retries=2, precompute_ref_log_probs=False,
+                                    **(dict(quantization='4bit', precision='fp16') if gpu else dict(quantization=None, precision='fp32')))
+    t = time.perf_counter()
+    res = train_dpo(recipe, _fault=None if gpu else ({'oom_at_step': 1} if mb == 8 else {}))   # CPU では OOM を注入して配線だけ確かめる
+    r = dict(micro_batch=mb, wall_s=time.perf_counter() - t, retries=res.run_card.get('oom_retries'), step=res.metrics.get('step'),
+             final_micro=res.run_card['recipe']['per_device_train_batch_size'])
+    if gpu: r['peak_gb'] = torch.cuda.max_memory_allocated()/1e9
+    print('RESULT ' + json.dumps(r), flush=True)
+
+def oom_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
+    "3 GB の上限でマイクロバッチ 8 から始めて OOM から回復した学習の時間 ÷ 最初からマイクロバッチ 2 の学習の時間（読み込みを含む、別プロセス）"
+    L = a.lengths[0]
+    data = build_data(model_dir, work/f'data_oom_{L}.jsonl', L, rows=a.steps*8)
+    out = {}
+    for mb in (2, 8):
+        cmd = [sys.executable, __file__, '--oom-worker', str(mb), '--model', str(model_dir), '--data', str(data), '--max-length', str(L),
+               '--steps', str(a.steps), '--cap-gb', str(a.cap_gb)]
+        t = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'TQDM_DISABLE': '1'})
+        line = next((l for l in p.stdout.splitlines() if l.startswith('RESULT ')), None)
+        out[f'micro_{mb}'] = dict(json.loads(line[7:]) if line else {}, process_wall_s=time.perf_counter() - t, rc=p.returncode,
+                                  error=p.stderr[-600:] if p.returncode else None)
+    a2, a8 = out['micro_2'].get('wall_s'), out['micro_8'].get('wall_s')
+    if a2 and a8: out['recovery_time_ratio'] = a8/a2
+    return out
+
 def _med(rs, k):
     v = [r[k] for r in rs if r.get(k) is not None and not r.get('error')]
     return statistics.median(v) if v else None
@@ -137,17 +264,30 @@ def main():
     ap.add_argument('--variants', nargs='+', default=['plain_fp32fix', *COLAB_VARIANTS],
                     help="'plain'（TRL のドキュメントどおり。fp16 + QLoRA では TRL #4901 で落ちる）、'plain_fp32fix'（その回避策つき）、" + '、'.join(COLAB_VARIANTS))
     ap.add_argument('--tiny', action='store_true'); ap.add_argument('--out', default=None)
+    ap.add_argument('--phases', nargs='+', default=['train'], choices=['train', 'eval', 'multi', 'oom'], help='測る段階（issue 16 の表は eval multi oom）')
+    ap.add_argument('--cap-gb', type=float, default=3.0, help='oom の段階で 1 プロセスが使える GPU メモリ（GiB）'); ap.add_argument('--oom-worker')
+    ap.add_argument('--smoke', action='store_true', help='CPU で評価と 2 プロセスの段階の配線だけを確かめる（--tiny、少ない問題数・トークン数）')
+    ap.add_argument('--prompts', type=int, default=12); ap.add_argument('--new-tokens', type=int, default=128)
+    ap.add_argument('--eval-pairs', type=int, default=200); ap.add_argument('--eval-length', type=int, default=1024)
     ap.add_argument('--workdir', default=None)
     ap.add_argument('--worker', dest='variant'); ap.add_argument('--model'); ap.add_argument('--data'); ap.add_argument('--max-length', type=int)
     a = ap.parse_args()
     if a.variant: return worker(a)
+    if a.oom_worker: return oom_worker(a)
+    if a.smoke: a.tiny, a.phases, a.prompts, a.new_tokens, a.eval_pairs, a.eval_length, a.steps, a.lengths = True, ['eval', 'multi', 'oom'], 2, 8, 4, 128, 1, [128]
     import torch
     work = Path(a.workdir or tempfile.mkdtemp(prefix='gpu_bench_')); work.mkdir(parents=True, exist_ok=True)
     out = Path(a.out) if a.out else work; out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter(); model = build_model(Path(a.fixture), work/'model', a.tiny)
     print(f"model ready in {time.perf_counter()-t:.1f}s: {model}", flush=True)
     results, partial = [], open(out/'gpu_bench_runs.jsonl', 'a')   # 途中で時間切れになっても、測れた回は残る
-    for L in a.lengths:
+    gpu, extra = torch.cuda.is_available(), {}
+    for ph, fn in (('eval', eval_phase), ('multi', multi_phase), ('oom', oom_phase)):
+        if ph not in a.phases: continue
+        t = time.perf_counter(); extra[ph] = r = fn(a, model, work, gpu)
+        partial.write(json.dumps(dict(phase=ph, **r), default=str) + '\n'); partial.flush()
+        print(f"phase {ph} ({time.perf_counter()-t:.0f}s): {json.dumps(r, ensure_ascii=False, default=str)}", flush=True)
+    for L in (a.lengths if 'train' in a.phases else []):
         data = build_data(model, work/f'data_{L}.jsonl', L, rows=a.steps*8)
         cmd = [sys.executable, __file__, '--worker', ','.join(a.variants), '--model', str(model), '--data', str(data), '--max-length', str(L),
                '--steps', str(a.steps), '--repeat', str(a.repeat)]
@@ -192,6 +332,15 @@ def main():
             summary.append(ratio)
             print(f"{L:>7} {'ratio':>14}  {v} / {base['variant']}: tokens/s ×{ratio['speed_ratio']:.2f}, "
                   f"peak allocated ×{ratio['peak_alloc_ratio'] or float('nan'):.2f} ({f(ours['peak_alloc_gb'])} GB)")
-    json.dump(dict(meta=meta, results=results, summary=summary), open(out/'gpu_bench.json', 'w'), indent=1)
+    json.dump(dict(meta=meta, results=results, summary=summary, **extra), open(out/'gpu_bench.json', 'w'), indent=1, default=str)
+    if 'eval' in extra:
+        e = extra['eval']; o, n = e.get('old_4bit_batch4', {}), e.get('new_default', {})
+        print(f"\neval: colab-dpo-eval wall {e['cli_wall_s']:.1f}s (rc {e['cli_rc']}; load {e.get('load_s', float('nan')):.1f}s, "
+              f"score {e.get('score_s', float('nan')):.1f}s, generate {e.get('generate_s', float('nan')):.1f}s), progress bars {e['progress_bars']}\n"
+              f"      precision: {e.get('precision')}\n"
+              f"      generation {a.prompts} prompts x {a.new_tokens} tokens (adapter off): old 4bit/batch 4 {o.get('tokens_per_s', 0):.0f} tok/s, "
+              f"new default {n.get('tokens_per_s', 0):.0f} tok/s -> ratio x{e['gen_speed_ratio']:.2f}")
+    if 'multi' in extra: print(f"multi: {json.dumps(extra['multi'], ensure_ascii=False, default=str)}")
+    if 'oom' in extra: print(f"oom: {json.dumps(extra['oom'], ensure_ascii=False, default=str)}")
 
 if __name__ == '__main__': main()
