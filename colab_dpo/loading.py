@@ -287,6 +287,10 @@ LOAD_REASONS = dict(
                       'The installed transformers {version} does not know this architecture. Run `pip install -U transformers` and restart'),
     remote_code=(True, '"{model}" はリポジトリ内の独自コードの実行（trust_remote_code）を求めます。コードを読んで信頼できる場合だけ trust_remote_code=True を渡してください',
                  '"{model}" needs trust_remote_code. Pass trust_remote_code=True only after reading and trusting its code'),
+    not_model_folder=(True, 'フォルダ "{model}" にはモデルがありません（config.json がない）。save_pretrained で保存したフォルダか Hub の ID を指定してください',
+                      'The folder "{model}" holds no model (no config.json). Give a folder written by save_pretrained or a Hub id'),
+    bad_config=(True, '"{model}" の config.json が壊れています（JSON として読めない）。保存し直すか、ダウンロードし直してください',
+                'The config.json of "{model}" is damaged (not valid JSON). Save or download the model again'),
     corrupt=(True, '"{model}" の重みファイルが壊れているか足りません。キャッシュ（~/.cache/huggingface）の該当フォルダを消して再ダウンロードしてください',
              'The weights of "{model}" are corrupt or missing. Delete its cache folder (~/.cache/huggingface) and download again'),
     quant_unavailable=(False, '量子化（{quantization}）が使えません: bitsandbytes が無いか、この環境で動きません。`pip install -U bitsandbytes` するか quantization=None にしてください',
@@ -326,16 +330,21 @@ _PATTERNS = [  # (理由, 例外の文言に現れる語)
                    'is not a valid model identifier', 'hfvalidationerror')),
 ]
 
+_PROGRAMMING = (TypeError, AttributeError, NameError, AssertionError)
+
 def classify_load_error(e:BaseException # 読み込み中に出た例外
                        ) -> str: # LOAD_REASONS のキー
     "読み込みの例外を、直し方の違う理由（not_found, gated, offline, oom, …）に分類する"
-    import torch
+    import torch, socket
     from huggingface_hub import errors as hfe
     chain = exception_chain(e)
-    for x in chain:  # 型で分かるものは型で
+    if isinstance(e, _PROGRAMMING): return 'programming'   # こちらの書き間違い: 候補の読み込み失敗として隠さない
+    net = tuple(t for t in (ConnectionError, TimeoutError, socket.gaierror, getattr(hfe, 'LocalEntryNotFoundError', None)) if t)
+    for x in chain:  # 型で分かるものは型で（文言は最後）
         if isinstance(x, getattr(torch, 'OutOfMemoryError', ())): return 'oom'
         if isinstance(x, getattr(hfe, 'GatedRepoError', ())): return 'gated'
-        if isinstance(x, getattr(hfe, 'OfflineModeIsEnabled', ())): return 'offline'
+        if isinstance(x, getattr(hfe, 'OfflineModeIsEnabled', ())) or isinstance(x, net): return 'offline'
+        if isinstance(x, json.JSONDecodeError): return 'bad_config'
         if isinstance(x, tuple(getattr(hfe, n) for n in ('RepositoryNotFoundError', 'RevisionNotFoundError', 'EntryNotFoundError') if hasattr(hfe, n))):
             return 'not_found'
     text = ' '.join(f'{type(x).__name__} {x}' for x in chain).lower()
@@ -443,6 +452,17 @@ class _Precheck(Exception):
     def __init__(self, need, free, device): self.need, self.free, self.device = need, free, device; super().__init__(f'need {need:.2f} GB > free {free:.2f} GB')
 
 # %% ../nbs/01_loading.ipynb #7726886b
+def _reason_for(name:str, e:BaseException) -> str:
+    "例外の型 → 候補のフォルダの様子 → 文言の順に理由を決める"
+    r, p = classify_load_error(e), Path(str(name)).expanduser()
+    if r in ('programming', 'oom', 'gated'): return r
+    if p.is_dir():
+        if not (p/'config.json').is_file(): return 'not_model_folder'
+        try: json.loads((p/'config.json').read_text(encoding='utf-8'))
+        except (ValueError, UnicodeDecodeError): return 'bad_config'
+    elif r == 'not_found' and os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on'): return 'offline'
+    return r
+
 def load_model(candidates:str|list|None=None, # モデル名・フォルダ・ModelSpec（のリスト）。None なら DEFAULT_CANDIDATES
                quantization:str|None='4bit',  # '4bit'（NF4＋二重量子化）/ '8bit' / None
                precision:str|None=None,       # 計算精度。None なら decide_precision()（T4 は fp16）
@@ -472,7 +492,8 @@ def load_model(candidates:str|list|None=None, # モデル名・フォルダ・Mo
                                               gradient_checkpointing=gradient_checkpointing)
         except Exception as e:
             _free_cuda()
-            reason = 'vram_precheck' if isinstance(e, _Precheck) else classify_load_error(e)
+            reason = 'vram_precheck' if isinstance(e, _Precheck) else _reason_for(name, e)
+            if reason == 'programming': raise
             import transformers
             kw = dict(need=e.need, free=e.free, device=e.device) if isinstance(e, _Precheck) else {}
             kw.update(version=transformers.__version__, quantization=q, error=_redact(f'{type(e).__name__}: {e}')[:200])

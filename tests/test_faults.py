@@ -197,7 +197,7 @@ def test_offline_hub_model(tmp_path):
     case('offline_model', 'オフラインで Hub の ID のモデル（本番）', 1, 'load.')
     code, text = train('--model', 'nobody/no-such-model', *SMALL, '--max-steps', '1', '--output-dir', tmp_path/'out')
     assert 'Traceback' not in text and code not in (0, None), text[-2000:]
-    assert '[load.' in text or '[loading.' in text or '[model.' in text, text[-2000:]
+    assert '[load.all_failed]' in text and '[offline]' in text and '[not_found]' not in text, text[-2000:]
 
 def test_bnb_import_is_quiet():
     case('bnb_noise', 'bitsandbytes の import で "Failed to load CPU gemm_4bit_forward" が出ない', 0, None)
