@@ -147,17 +147,20 @@ def test_fs_read_only(tmp_path):
     finally: ro.chmod(0o700)
     check(code, text, 2, 'ckpt.not_writable')
 
-@pytest.mark.parametrize('err', [errno.EACCES, errno.EROFS, errno.ENOSPC], ids=['eacces', 'erofs', 'enospc'])
-def test_fs_write_errors(tmp_path, monkeypatch, err):
+WRITE = [(case('write_eacces', '書き込みの試しで EACCES（権限がない）', 2, 'ckpt.not_writable'), errno.EACCES),
+         (case('write_erofs', '書き込みの試しで EROFS（読み取り専用のマウント）', 2, 'ckpt.not_writable'), errno.EROFS),
+         (case('write_enospc', '書き込みの試しで ENOSPC（ディスクが満杯）', 2, 'ckpt.disk_full'), errno.ENOSPC)]
+
+@pytest.mark.parametrize('cid,err', WRITE, ids=[i for i,_ in WRITE])
+def test_fs_write_errors(tmp_path, monkeypatch, cid, err):
     "書けない・読み取り専用のマウント・満杯のディスク（書き込みの試しで起きる OSError を注入）"
-    case(f'write_{errno.errorcode[err].lower()}', f'書き込みの試しで {errno.errorcode[err]}', 2, 'ckpt.disk_full' if err == errno.ENOSPC else 'ckpt.not_writable')
     real = Path.write_bytes
     def boom(self, data):
         if self.name.startswith('.colab_dpo_probe'): raise OSError(err, os.strerror(err))
         return real(self, data)
     monkeypatch.setattr(Path, 'write_bytes', boom)
     code, text = train('--model', tmp_path/'x', '--output-dir', tmp_path/'out')
-    check(code, text, 2, 'ckpt.disk_full' if err == errno.ENOSPC else 'ckpt.not_writable')
+    check(code, text, 2, _case(cid)['code'])
 
 def test_fs_free_space_estimate(tmp_path, tiny, monkeypatch):
     case('free_space', '空きが見積もり（LoRA の重み＋Adam × 残す数）より少ない', 2, 'ckpt.disk_full')
@@ -194,7 +197,7 @@ def test_dry_run_offline_needs_tokenizer(tmp_path):
     assert '--tokenizer' in text
 
 def test_offline_hub_model(tmp_path):
-    case('offline_model', 'オフラインで Hub の ID のモデル（本番）', 1, 'load.')
+    case('offline_model', 'オフラインで Hub の ID のモデル（本番）→ 理由は offline（「見つかりません」ではない）', 1, 'load.all_failed')
     code, text = train('--model', 'nobody/no-such-model', *SMALL, '--max-steps', '1', '--output-dir', tmp_path/'out')
     assert 'Traceback' not in text and code not in (0, None), text[-2000:]
     assert '[load.all_failed]' in text and '[offline]' in text and '[not_found]' not in text, text[-2000:]
