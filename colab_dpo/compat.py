@@ -749,6 +749,9 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
         tokenizer = transformers.AutoTokenizer.from_pretrained(model)
     a = dict(dpo_args)
     if _is_peft_model(model) and peft_config is not None: raise CompatError('compat.peft_model_with_config', arg='peft_config')
+    if peft_config is not None and getattr(peft_config, 'target_modules', '') is None and not isinstance(model, str):
+        from colab_dpo.loading import lora_targets   # 型ごとの表（古い PEFT は qwen2 などの既定の対象を知らない）。実行時だけの参照
+        peft_config = copy.copy(peft_config); peft_config.target_modules = lora_targets(model, 'auto')
     if (not isinstance(model, str) and peft_config is None and not _is_peft_model(model) and not a.get('precompute_ref_log_probs')
         and not getattr(model.config, '_name_or_path', '')): raise CompatError('compat.model_needs_path', arg='model')
     no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()

@@ -291,6 +291,8 @@ LOAD_REASONS = dict(
                       'The folder "{model}" holds no model (no config.json). Give a folder written by save_pretrained or a Hub id'),
     bad_config=(True, '"{model}" の config.json が壊れています（JSON として読めない）。保存し直すか、ダウンロードし直してください',
                 'The config.json of "{model}" is damaged (not valid JSON). Save or download the model again'),
+    pickle_refused=(True, 'フォルダ "{model}" の重みは pickle（pytorch_model.bin）だけです。safetensors_only=True なので読み込みません（pickle は読むだけで任意のコードを実行できる）',
+                    'The folder "{model}" holds only pickle weights (pytorch_model.bin). Not loaded because safetensors_only=True (loading pickle can run arbitrary code)'),
     corrupt=(True, '"{model}" の重みファイルが壊れているか足りません。キャッシュ（~/.cache/huggingface）の該当フォルダを消して再ダウンロードしてください',
              'The weights of "{model}" are corrupt or missing. Delete its cache folder (~/.cache/huggingface) and download again'),
     quant_unavailable=(False, '量子化（{quantization}）が使えません: bitsandbytes が無いか、この環境で動きません。`pip install -U bitsandbytes` するか quantization=None にしてください',
@@ -310,6 +312,8 @@ register_messages({
     'load.bad_spec': dict(ja='登録簿の項目 {field} の値 {value} が正しくありません', en='Invalid registry value {value} for {field}'),
     'load.bad_targets': dict(ja='LoRA の対象 {targets} がモデルにありません。モデルにある線形層: {available}',
                              en='LoRA targets {targets} are not in the model. Linear layers: {available}'),
+    'load.pickle_weights': dict(ja='フォルダ "{model}" の重みは pickle（{files}）だけです。pickle は読むだけで任意のコードを実行できるので、信頼できるフォルダだけにしてください（safetensors_only=True で断れます）',
+                                en='The folder "{model}" holds only pickle weights ({files}). Loading pickle can run arbitrary code; use only trusted folders (safetensors_only=True refuses them)'),
     'load.no_candidates': dict(ja='候補が空です。モデル名かフォルダを 1 つ以上渡してください', en='No candidates given'),
 })
 
@@ -463,6 +467,12 @@ def _reason_for(name:str, e:BaseException) -> str:
     elif r == 'not_found' and os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on'): return 'offline'
     return r
 
+def _pickle_only(name) -> list[str]:
+    "手元のフォルダの重みが pickle（*.bin・*.pt）だけならそのファイル名（safetensors があるか、フォルダでなければ空）"
+    p = Path(str(name)).expanduser()
+    if not p.is_dir() or any(p.glob('*.safetensors')): return []
+    return sorted(f.name for f in p.glob('*.bin') if 'training_args' not in f.name)
+
 def load_model(candidates:str|list|None=None, # モデル名・フォルダ・ModelSpec（のリスト）。None なら DEFAULT_CANDIDATES
                quantization:str|None='4bit',  # '4bit'（NF4＋二重量子化）/ '8bit' / None
                precision:str|None=None,       # 計算精度。None なら decide_precision()（T4 は fp16）
@@ -473,6 +483,7 @@ def load_model(candidates:str|list|None=None, # モデル名・フォルダ・Mo
                gradient_checkpointing:bool=True, # 学習用の勾配チェックポイント
                free_gb:float|None=None,       # 使ってよい空きメモリ（GB）。None なら測る
                loader=None,                   # 重みを読む関数の差し替え口 (name, **kwargs) -> model。テスト用
+               safetensors_only:bool=False,   # 手元のフォルダの重みが pickle（*.bin）だけなら読まずに次の候補へ（既定は警告して読む）
               ) -> tuple: # (model, tokenizer, LoadReport)
     "候補を順に読み込み、失敗を分類して次へ移る。すべて失敗したら全候補の理由と直し方を ModelLoadError で示す"
     q, precision = _check_quant(quantization), _precision(precision)
@@ -487,6 +498,10 @@ def load_model(candidates:str|list|None=None, # モデル名・フォルダ・Mo
     free = measured if free_gb is None else free_gb
     for name, spec in specs:
         t0 = time.time()
+        pk = _pickle_only(name)
+        if pk and safetensors_only:
+            rep.attempts.append(Attempt(name, False, 'pickle_refused', 'safetensors_only=True', 0.0, {})); continue
+        if pk: warn('load.pickle_weights', stacklevel=3, model=name, files=', '.join(pk))
         try: model, tok, fp, fixes = _try_one(name, spec, q, precision, device_map=device_map, trust_remote_code=trust_remote_code,
                                               token=token, free=free, device=device, loader=loader, for_training=for_training,
                                               gradient_checkpointing=gradient_checkpointing)
