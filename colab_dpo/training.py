@@ -1249,7 +1249,7 @@ def train_cli(config:str=None, # レシピファイル（YAML/JSON）
     try: res = train_dpo(recipe)
     except KeyboardInterrupt as e:   # Ctrl-C: トレースバックではなく、どこまで進んで、どう続けるか
         p = getattr(e, 'colab_dpo', {})
-        ck = p.get('ckpt')
+        ck = p['ckpt'] if 'ckpt' in p else latest_checkpoint(checkpoint_dir(recipe), report=False)   # 学習が始まる前の中断でも前のチェックポイントを言う
         print(msg('ckpt.interrupted', step=p.get('step', 0), ckpt=ck.name) if ck else msg('ckpt.interrupted_fresh', step=p.get('step', 0)), file=sys.stderr)
         sys.exit(130)
     if int(os.environ.get('RANK', '0')) == 0:
