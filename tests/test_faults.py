@@ -423,6 +423,53 @@ def test_sigint_then_resume(tmp_path, tiny):
     check(code, text, 0, None)
     assert 'から再開します' in text
 
+def test_lora_config_without_targets(tiny):
+    "target_modules の無い LoraConfig でも、読み込みモジュールの型ごとの表で対象を埋める（古い PEFT が qwen2 を知らなくても動く）"
+    case('lora_no_targets', 'make_dpo_trainer に target_modules の無い LoraConfig', 0, None)
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from colab_dpo.compat import make_dpo_trainer
+    from colab_dpo.data import load_sample
+    tok = AutoTokenizer.from_pretrained(tiny['a']); model = AutoModelForCausalLM.from_pretrained(tiny['a'])
+    cfg = LoraConfig(r=4, lora_alpha=8, task_type='CAUSAL_LM')
+    assert cfg.target_modules is None
+    ds = load_sample(tokenizer=tok, max_length=128).dataset.select(range(4))
+    tr = make_dpo_trainer(model, tok, ds, peft_config=cfg, max_length=128, max_prompt_length=64, max_steps=1, report_to='none')
+    names = {n.split('.lora_A')[0].rsplit('.', 1)[-1] for n,_ in tr.model.named_parameters() if 'lora_A' in n}
+    assert {'q_proj', 'v_proj', 'down_proj'} <= names and cfg.target_modules is None
+
+@pytest.fixture(scope='module')
+def pickle_model(tiny, tmp_path_factory):
+    import torch
+    from safetensors.torch import load_file
+    d = tmp_path_factory.mktemp('pk')/'m'; shutil.copytree(tiny['a'], d)
+    torch.save(load_file(d/'model.safetensors'), d/'pytorch_model.bin'); (d/'model.safetensors').unlink()
+    return d
+
+def test_pickle_only_warns(pickle_model):
+    case('pickle_warn', 'pickle（pytorch_model.bin）だけのモデルのフォルダ → 警告して読む', 0, 'load.pickle_weights')
+    from colab_dpo.loading import load_model
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        load_model(str(pickle_model), quantization=None)
+    assert 'load.pickle_weights' in [getattr(x.message, 'code', '') for x in w]
+
+def test_pickle_refused(pickle_model):
+    case('pickle_refused', 'safetensors_only=True で pickle だけのフォルダ', None, 'load.all_failed')
+    from colab_dpo.loading import load_model
+    from colab_dpo.compat import ModelLoadError
+    with pytest.raises(ModelLoadError) as e: load_model(str(pickle_model), quantization=None, safetensors_only=True)
+    assert e.value.code == 'load.all_failed' and '[pickle_refused]' in str(e.value)
+
+
+def test_real_run_after_dry_run(tmp_path, tiny, dry):
+    case('after_dry', '同じ output_dir で、ドライランの後に本番 → ドライランの結果だけ警告して置き換える', 0, 'ckpt.replace_dry_run')
+    d = tmp_path/'run'; shutil.copytree(dry.run_dir, d)
+    code, text = train(*base(tiny, d))
+    check(code, text, 0, 'ckpt.replace_dry_run')
+    assert json.loads((d/'run_card.json').read_text())['model']['dry_run'] is False
+
+
 def table() -> str:
     "docs の表（Markdown）"
     rows = ['| 故障 | 終了コード | コード |', '|---|---|---|']
