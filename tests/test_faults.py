@@ -385,7 +385,7 @@ def test_exact_resume_epoch2_grouped(tmp_path, tiny):
     from safetensors.torch import load_file
     from colab_dpo.training import train_dpo, DPORecipe
     r = DPORecipe(models=[str(tiny['a'])], quantization=None, max_rows=8, eval_ratio=0.0, max_length=128, max_prompt_length=64,
-                  per_device_train_batch_size=2, gradient_accumulation_steps=1, group_by_length=True, num_train_epochs=3,
+                  per_device_train_batch_size=2, gradient_accumulation_steps=1, group_by_length=True, num_train_epochs=2,
                   save_steps=1, logging_steps=1, learning_rate=5e-4, lr_scheduler_type='constant', warmup_ratio=0.0, gradient_checkpointing=False)
     full = train_dpo(r, output_dir=str(tmp_path/'full'))
     from colab_dpo.training import _Callback
@@ -394,7 +394,7 @@ def test_exact_resume_epoch2_grouped(tmp_path, tiny):
             if state.global_step == 6: raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt): train_dpo(r, output_dir=str(tmp_path/'cut'), callbacks=[Cut()])
     again = train_dpo(r, output_dir=str(tmp_path/'cut'))
-    assert Path(again.run_card['resumed_from']).name == 'checkpoint-6' and full.metrics['epoch'] == 3
+    assert Path(again.run_card['resumed_from']).name == 'checkpoint-6' and full.metrics['epoch'] == 2
     A, B = load_file(full.adapter_dir/'adapter_model.safetensors'), load_file(again.adapter_dir/'adapter_model.safetensors')
     assert A.keys() == B.keys() and all(torch.equal(A[k], B[k]) for k in A)
 
