@@ -691,9 +691,9 @@ import logging
 
 class _BnbNoise:
     "bitsandbytes が import のたびに出す「Failed to load CPU gemm_4bit_forward … trust_remote_code」を落とす。CPU の 4bit 演算の任意の高速版（kernels-community）が取れなかっただけで、学習には影響しない"
-    def filter(self, rec) -> bool: return 'gemm_4bit_forward' not in rec.getMessage()
+    def filter(self, rec) -> bool: return not any(w in rec.getMessage() for w in ('gemm_4bit_forward', 'publisher trust check'))
 
-logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(_BnbNoise())
+for _n in ('bitsandbytes.backends.cpu.ops', 'kernels._internals.hf_hub'): logging.getLogger(_n).addFilter(_BnbNoise())   # オフラインでの「publisher trust check を飛ばします」も同じ任意の高速版の話
 
 # %% ../nbs/00_compat.ipynb #8f5335d8
 register_messages({

@@ -184,7 +184,7 @@ class DPORecipe:
 
     def __post_init__(self):
         for f in fields(self): setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
-        _check_finite(self); _check_names(self)
+        _check_finite(self)   # NaN は下の大小の比較をすり抜けるので先に
         for k,ch in _CHOICES.items():
             if getattr(self, k) not in ch: raise _bad(k, getattr(self, k), f'{[c for c in ch]} のどれかにしてください')
         pos = ['lora_r','lora_alpha','learning_rate','max_length','max_prompt_length','per_device_train_batch_size',
@@ -206,6 +206,7 @@ class DPORecipe:
             if getattr(self, k) < 0: raise _bad(k, getattr(self, k), '0 以上にしてください')
         if self.rpo_alpha is not None and self.rpo_alpha < 0: raise _bad('rpo_alpha', self.rpo_alpha, '0 以上か None にしてください')
         if self.models is not None and not self.models: raise _bad('models', self.models, '少なくとも 1 つのモデルを指定してください')
+        _check_names(self)   # 最後に（transformers を読み込むので、ほかの誤りはその前に止める）
 
 # %% ../nbs/03_training.ipynb #38908dc8
 def _field_names(): return [f.name for f in fields(DPORecipe)]
