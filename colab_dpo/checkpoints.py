@@ -30,6 +30,8 @@ register_messages({
                                   en='The run in {folder} already finished {step} steps with the same settings. Nothing is retrained (raise max_steps to continue it)'),
     'ckpt.restart': dict(ja='{folder} の同じ設定の前の学習（{what}）を resume=None なので最初からやり直します',
                          en='Starting the earlier run with the same settings in {folder} ({what}) again from the beginning because resume=None'),
+    'ckpt.replace_dry_run': dict(ja='{folder} にはドライラン（ランダムなミニモデル）の結果だけがあるので、消して本番の学習を始めます',
+                                 en='{folder} holds only a dry-run result (random tiny model); deleting it and starting the real training'),
     'ckpt.overwrite': dict(ja='overwrite の指定どおり、{folder} の前の学習（{what}）を消して最初から学習します',
                            en='As overwrite asks, deleting the earlier run in {folder} ({what}) and training from the beginning'),
     'ckpt.no_fingerprint': dict(ja='{folder} には指紋の記録がない（古い版の）チェックポイントがあります。設定が同じか確かめられないまま {ckpt} から再開します',
@@ -269,6 +271,9 @@ def plan_run(run_dir:str|Path, # 実行フォルダ（output_dir）
     what = prev or STATE_FILE
     if overwrite:
         if not dry: warn('ckpt.overwrite', folder=str(run_dir), what=what); _clear(run_dir, ckdir)
+        return 'fresh', None
+    if state is not None and state['fingerprint'].get('dry_run') and not fingerprint.get('dry_run'):   # ドライランの後の本番: 捨ててよい結果
+        if not dry: warn('ckpt.replace_dry_run', folder=str(run_dir)); _clear(run_dir, ckdir)
         return 'fresh', None
     if state is not None and state['fingerprint'] != fingerprint:
         raise ConfigError('ckpt.fingerprint_mismatch', field='output_dir', folder=str(run_dir),

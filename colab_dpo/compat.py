@@ -691,9 +691,9 @@ import logging
 
 class _BnbNoise:
     "bitsandbytes が import のたびに出す「Failed to load CPU gemm_4bit_forward … trust_remote_code」を落とす。CPU の 4bit 演算の任意の高速版（kernels-community）が取れなかっただけで、学習には影響しない"
-    def filter(self, rec) -> bool: return 'gemm_4bit_forward' not in rec.getMessage()
+    def filter(self, rec) -> bool: return not any(w in rec.getMessage() for w in ('gemm_4bit_forward', 'publisher trust check'))
 
-logging.getLogger('bitsandbytes.backends.cpu.ops').addFilter(_BnbNoise())
+for _n in ('bitsandbytes.backends.cpu.ops', 'kernels._internals.hf_hub'): logging.getLogger(_n).addFilter(_BnbNoise())   # オフラインでの「publisher trust check を飛ばします」も同じ任意の高速版の話
 
 # %% ../nbs/00_compat.ipynb #8f5335d8
 register_messages({
@@ -749,6 +749,9 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
         tokenizer = transformers.AutoTokenizer.from_pretrained(model)
     a = dict(dpo_args)
     if _is_peft_model(model) and peft_config is not None: raise CompatError('compat.peft_model_with_config', arg='peft_config')
+    if peft_config is not None and getattr(peft_config, 'target_modules', '') is None and not isinstance(model, str):
+        from colab_dpo.loading import lora_targets   # 型ごとの表（古い PEFT は qwen2 などの既定の対象を知らない）。実行時だけの参照
+        peft_config = copy.copy(peft_config); peft_config.target_modules = lora_targets(model, 'auto')
     if (not isinstance(model, str) and peft_config is None and not _is_peft_model(model) and not a.get('precompute_ref_log_probs')
         and not getattr(model.config, '_name_or_path', '')): raise CompatError('compat.model_needs_path', arg='model')
     no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()

@@ -287,6 +287,12 @@ LOAD_REASONS = dict(
                       'The installed transformers {version} does not know this architecture. Run `pip install -U transformers` and restart'),
     remote_code=(True, '"{model}" はリポジトリ内の独自コードの実行（trust_remote_code）を求めます。コードを読んで信頼できる場合だけ trust_remote_code=True を渡してください',
                  '"{model}" needs trust_remote_code. Pass trust_remote_code=True only after reading and trusting its code'),
+    not_model_folder=(True, 'フォルダ "{model}" にはモデルがありません（config.json がない）。save_pretrained で保存したフォルダか Hub の ID を指定してください',
+                      'The folder "{model}" holds no model (no config.json). Give a folder written by save_pretrained or a Hub id'),
+    bad_config=(True, '"{model}" の config.json が壊れています（JSON として読めない）。保存し直すか、ダウンロードし直してください',
+                'The config.json of "{model}" is damaged (not valid JSON). Save or download the model again'),
+    pickle_refused=(True, 'フォルダ "{model}" の重みは pickle（pytorch_model.bin）だけです。safetensors_only=True なので読み込みません（pickle は読むだけで任意のコードを実行できる）',
+                    'The folder "{model}" holds only pickle weights (pytorch_model.bin). Not loaded because safetensors_only=True (loading pickle can run arbitrary code)'),
     corrupt=(True, '"{model}" の重みファイルが壊れているか足りません。キャッシュ（~/.cache/huggingface）の該当フォルダを消して再ダウンロードしてください',
              'The weights of "{model}" are corrupt or missing. Delete its cache folder (~/.cache/huggingface) and download again'),
     quant_unavailable=(False, '量子化（{quantization}）が使えません: bitsandbytes が無いか、この環境で動きません。`pip install -U bitsandbytes` するか quantization=None にしてください',
@@ -306,6 +312,8 @@ register_messages({
     'load.bad_spec': dict(ja='登録簿の項目 {field} の値 {value} が正しくありません', en='Invalid registry value {value} for {field}'),
     'load.bad_targets': dict(ja='LoRA の対象 {targets} がモデルにありません。モデルにある線形層: {available}',
                              en='LoRA targets {targets} are not in the model. Linear layers: {available}'),
+    'load.pickle_weights': dict(ja='フォルダ "{model}" の重みは pickle（{files}）だけです。pickle は読むだけで任意のコードを実行できるので、信頼できるフォルダだけにしてください（safetensors_only=True で断れます）',
+                                en='The folder "{model}" holds only pickle weights ({files}). Loading pickle can run arbitrary code; use only trusted folders (safetensors_only=True refuses them)'),
     'load.no_candidates': dict(ja='候補が空です。モデル名かフォルダを 1 つ以上渡してください', en='No candidates given'),
 })
 
@@ -326,16 +334,21 @@ _PATTERNS = [  # (理由, 例外の文言に現れる語)
                    'is not a valid model identifier', 'hfvalidationerror')),
 ]
 
+_PROGRAMMING = (TypeError, AttributeError, NameError, AssertionError)
+
 def classify_load_error(e:BaseException # 読み込み中に出た例外
                        ) -> str: # LOAD_REASONS のキー
     "読み込みの例外を、直し方の違う理由（not_found, gated, offline, oom, …）に分類する"
-    import torch
+    import torch, socket
     from huggingface_hub import errors as hfe
     chain = exception_chain(e)
-    for x in chain:  # 型で分かるものは型で
+    if isinstance(e, _PROGRAMMING): return 'programming'   # こちらの書き間違い: 候補の読み込み失敗として隠さない
+    net = tuple(t for t in (ConnectionError, TimeoutError, socket.gaierror, getattr(hfe, 'LocalEntryNotFoundError', None)) if t)
+    for x in chain:  # 型で分かるものは型で（文言は最後）
         if isinstance(x, getattr(torch, 'OutOfMemoryError', ())): return 'oom'
         if isinstance(x, getattr(hfe, 'GatedRepoError', ())): return 'gated'
-        if isinstance(x, getattr(hfe, 'OfflineModeIsEnabled', ())): return 'offline'
+        if isinstance(x, getattr(hfe, 'OfflineModeIsEnabled', ())) or isinstance(x, net): return 'offline'
+        if isinstance(x, json.JSONDecodeError): return 'bad_config'
         if isinstance(x, tuple(getattr(hfe, n) for n in ('RepositoryNotFoundError', 'RevisionNotFoundError', 'EntryNotFoundError') if hasattr(hfe, n))):
             return 'not_found'
     text = ' '.join(f'{type(x).__name__} {x}' for x in chain).lower()
@@ -443,6 +456,23 @@ class _Precheck(Exception):
     def __init__(self, need, free, device): self.need, self.free, self.device = need, free, device; super().__init__(f'need {need:.2f} GB > free {free:.2f} GB')
 
 # %% ../nbs/01_loading.ipynb #7726886b
+def _reason_for(name:str, e:BaseException) -> str:
+    "例外の型 → 候補のフォルダの様子 → 文言の順に理由を決める"
+    r, p = classify_load_error(e), Path(str(name)).expanduser()
+    if r in ('programming', 'oom', 'gated'): return r
+    if p.is_dir():
+        if not (p/'config.json').is_file(): return 'not_model_folder'
+        try: json.loads((p/'config.json').read_text(encoding='utf-8'))
+        except (ValueError, UnicodeDecodeError): return 'bad_config'
+    elif r == 'not_found' and os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on'): return 'offline'
+    return r
+
+def _pickle_only(name) -> list[str]:
+    "手元のフォルダの重みが pickle（*.bin・*.pt）だけならそのファイル名（safetensors があるか、フォルダでなければ空）"
+    p = Path(str(name)).expanduser()
+    if not p.is_dir() or any(p.glob('*.safetensors')): return []
+    return sorted(f.name for f in p.glob('*.bin') if 'training_args' not in f.name)
+
 def load_model(candidates:str|list|None=None, # モデル名・フォルダ・ModelSpec（のリスト）。None なら DEFAULT_CANDIDATES
                quantization:str|None='4bit',  # '4bit'（NF4＋二重量子化）/ '8bit' / None
                precision:str|None=None,       # 計算精度。None なら decide_precision()（T4 は fp16）
@@ -453,6 +483,7 @@ def load_model(candidates:str|list|None=None, # モデル名・フォルダ・Mo
                gradient_checkpointing:bool=True, # 学習用の勾配チェックポイント
                free_gb:float|None=None,       # 使ってよい空きメモリ（GB）。None なら測る
                loader=None,                   # 重みを読む関数の差し替え口 (name, **kwargs) -> model。テスト用
+               safetensors_only:bool=False,   # 手元のフォルダの重みが pickle（*.bin）だけなら読まずに次の候補へ（既定は警告して読む）
               ) -> tuple: # (model, tokenizer, LoadReport)
     "候補を順に読み込み、失敗を分類して次へ移る。すべて失敗したら全候補の理由と直し方を ModelLoadError で示す"
     q, precision = _check_quant(quantization), _precision(precision)
@@ -467,12 +498,17 @@ def load_model(candidates:str|list|None=None, # モデル名・フォルダ・Mo
     free = measured if free_gb is None else free_gb
     for name, spec in specs:
         t0 = time.time()
+        pk = _pickle_only(name)
+        if pk and safetensors_only:
+            rep.attempts.append(Attempt(name, False, 'pickle_refused', 'safetensors_only=True', 0.0, {})); continue
+        if pk: warn('load.pickle_weights', stacklevel=3, model=name, files=', '.join(pk))
         try: model, tok, fp, fixes = _try_one(name, spec, q, precision, device_map=device_map, trust_remote_code=trust_remote_code,
                                               token=token, free=free, device=device, loader=loader, for_training=for_training,
                                               gradient_checkpointing=gradient_checkpointing)
         except Exception as e:
             _free_cuda()
-            reason = 'vram_precheck' if isinstance(e, _Precheck) else classify_load_error(e)
+            reason = 'vram_precheck' if isinstance(e, _Precheck) else _reason_for(name, e)
+            if reason == 'programming': raise
             import transformers
             kw = dict(need=e.need, free=e.free, device=e.device) if isinstance(e, _Precheck) else {}
             kw.update(version=transformers.__version__, quantization=q, error=_redact(f'{type(e).__name__}: {e}')[:200])

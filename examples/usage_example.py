@@ -18,7 +18,7 @@ args = p.parse_args()
 env = env_report()
 print(f"GPU: {env['gpu'] or 'なし'} / 精度: {env['precision']} / TRL の API の形: {env['trl_api']}")
 
-# 1. ハードウェアに合ったレシピ（T4 なら fp16・4bit・8bit AdamW、CPU ならドライラン）
+# 1. ハードウェアに合ったレシピ（T4 なら fp16・4bit・8bit AdamW、CPU なら fp32・量子化なしで本物を学習。配線の確認だけなら --dry-run）
 model_id = 'SakanaAI/TinySwallow-1.5B-Instruct'
 recipe = DPORecipe.from_profile('auto', models=[model_id], output_dir=args.output_dir, max_steps=args.max_steps)
 if args.dry_run:
@@ -32,7 +32,8 @@ print(load_sample(max_length=recipe.max_length))
 
 # 3. T4（15 GB）で本物のモデルが収まるかを、学習の前に見積もる
 cfg = fixture_path('tinyswallow_tokenizer', 'config.json') or model_id   # 手元に無ければ Hub の config.json だけを読む
-print(plan_memory(cfg, max_length=recipe.max_length, vram_gb=15.0))
+if cfg != model_id or in_colab(): print(plan_memory(cfg, max_length=recipe.max_length, vram_gb=15.0))
+else: print('本物のモデルの config.json が手元に無いので、T4 の計画は Colab で表示します（オフラインで Hub を待たない）')
 
 # 4. 学習（OOM なら設定を下げて再開、NaN なら助言付きで停止、切断されたら同じコマンドで続きから）
 res = train_dpo(recipe)

@@ -147,17 +147,20 @@ def test_fs_read_only(tmp_path):
     finally: ro.chmod(0o700)
     check(code, text, 2, 'ckpt.not_writable')
 
-@pytest.mark.parametrize('err', [errno.EACCES, errno.EROFS, errno.ENOSPC], ids=['eacces', 'erofs', 'enospc'])
-def test_fs_write_errors(tmp_path, monkeypatch, err):
+WRITE = [(case('write_eacces', '書き込みの試しで EACCES（権限がない）', 2, 'ckpt.not_writable'), errno.EACCES),
+         (case('write_erofs', '書き込みの試しで EROFS（読み取り専用のマウント）', 2, 'ckpt.not_writable'), errno.EROFS),
+         (case('write_enospc', '書き込みの試しで ENOSPC（ディスクが満杯）', 2, 'ckpt.disk_full'), errno.ENOSPC)]
+
+@pytest.mark.parametrize('cid,err', WRITE, ids=[i for i,_ in WRITE])
+def test_fs_write_errors(tmp_path, monkeypatch, cid, err):
     "書けない・読み取り専用のマウント・満杯のディスク（書き込みの試しで起きる OSError を注入）"
-    case(f'write_{errno.errorcode[err].lower()}', f'書き込みの試しで {errno.errorcode[err]}', 2, 'ckpt.disk_full' if err == errno.ENOSPC else 'ckpt.not_writable')
     real = Path.write_bytes
     def boom(self, data):
         if self.name.startswith('.colab_dpo_probe'): raise OSError(err, os.strerror(err))
         return real(self, data)
     monkeypatch.setattr(Path, 'write_bytes', boom)
     code, text = train('--model', tmp_path/'x', '--output-dir', tmp_path/'out')
-    check(code, text, 2, 'ckpt.disk_full' if err == errno.ENOSPC else 'ckpt.not_writable')
+    check(code, text, 2, _case(cid)['code'])
 
 def test_fs_free_space_estimate(tmp_path, tiny, monkeypatch):
     case('free_space', '空きが見積もり（LoRA の重み＋Adam × 残す数）より少ない', 2, 'ckpt.disk_full')
@@ -194,10 +197,10 @@ def test_dry_run_offline_needs_tokenizer(tmp_path):
     assert '--tokenizer' in text
 
 def test_offline_hub_model(tmp_path):
-    case('offline_model', 'オフラインで Hub の ID のモデル（本番）', 1, 'load.')
+    case('offline_model', 'オフラインで Hub の ID のモデル（本番）→ 理由は offline（「見つかりません」ではない）', 1, 'load.all_failed')
     code, text = train('--model', 'nobody/no-such-model', *SMALL, '--max-steps', '1', '--output-dir', tmp_path/'out')
     assert 'Traceback' not in text and code not in (0, None), text[-2000:]
-    assert '[load.' in text or '[loading.' in text or '[model.' in text, text[-2000:]
+    assert '[load.all_failed]' in text and '[offline]' in text and '[not_found]' not in text, text[-2000:]
 
 def test_bnb_import_is_quiet():
     case('bnb_noise', 'bitsandbytes の import で "Failed to load CPU gemm_4bit_forward" が出ない', 0, None)
@@ -382,7 +385,7 @@ def test_exact_resume_epoch2_grouped(tmp_path, tiny):
     from safetensors.torch import load_file
     from colab_dpo.training import train_dpo, DPORecipe
     r = DPORecipe(models=[str(tiny['a'])], quantization=None, max_rows=8, eval_ratio=0.0, max_length=128, max_prompt_length=64,
-                  per_device_train_batch_size=2, gradient_accumulation_steps=1, group_by_length=True, num_train_epochs=3,
+                  per_device_train_batch_size=2, gradient_accumulation_steps=1, group_by_length=True, num_train_epochs=2,
                   save_steps=1, logging_steps=1, learning_rate=5e-4, lr_scheduler_type='constant', warmup_ratio=0.0, gradient_checkpointing=False)
     full = train_dpo(r, output_dir=str(tmp_path/'full'))
     from colab_dpo.training import _Callback
@@ -391,7 +394,7 @@ def test_exact_resume_epoch2_grouped(tmp_path, tiny):
             if state.global_step == 6: raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt): train_dpo(r, output_dir=str(tmp_path/'cut'), callbacks=[Cut()])
     again = train_dpo(r, output_dir=str(tmp_path/'cut'))
-    assert Path(again.run_card['resumed_from']).name == 'checkpoint-6' and full.metrics['epoch'] == 3
+    assert Path(again.run_card['resumed_from']).name == 'checkpoint-6' and full.metrics['epoch'] == 2
     A, B = load_file(full.adapter_dir/'adapter_model.safetensors'), load_file(again.adapter_dir/'adapter_model.safetensors')
     assert A.keys() == B.keys() and all(torch.equal(A[k], B[k]) for k in A)
 
@@ -420,6 +423,53 @@ def test_sigint_then_resume(tmp_path, tiny):
     check(code, text, 0, None)
     assert 'から再開します' in text
 
+def test_lora_config_without_targets(tiny):
+    "target_modules の無い LoraConfig でも、読み込みモジュールの型ごとの表で対象を埋める（古い PEFT が qwen2 を知らなくても動く）"
+    case('lora_no_targets', 'make_dpo_trainer に target_modules の無い LoraConfig', 0, None)
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from colab_dpo.compat import make_dpo_trainer
+    from colab_dpo.data import load_sample
+    tok = AutoTokenizer.from_pretrained(tiny['a']); model = AutoModelForCausalLM.from_pretrained(tiny['a'])
+    cfg = LoraConfig(r=4, lora_alpha=8, task_type='CAUSAL_LM')
+    assert cfg.target_modules is None
+    ds = load_sample(tokenizer=tok, max_length=128).dataset.select(range(4))
+    tr = make_dpo_trainer(model, tok, ds, peft_config=cfg, max_length=128, max_prompt_length=64, max_steps=1, report_to='none')
+    names = {n.split('.lora_A')[0].rsplit('.', 1)[-1] for n,_ in tr.model.named_parameters() if 'lora_A' in n}
+    assert {'q_proj', 'v_proj', 'down_proj'} <= names and cfg.target_modules is None
+
+@pytest.fixture(scope='module')
+def pickle_model(tiny, tmp_path_factory):
+    import torch
+    from safetensors.torch import load_file
+    d = tmp_path_factory.mktemp('pk')/'m'; shutil.copytree(tiny['a'], d)
+    torch.save(load_file(d/'model.safetensors'), d/'pytorch_model.bin'); (d/'model.safetensors').unlink()
+    return d
+
+def test_pickle_only_warns(pickle_model):
+    case('pickle_warn', 'pickle（pytorch_model.bin）だけのモデルのフォルダ → 警告して読む', 0, 'load.pickle_weights')
+    from colab_dpo.loading import load_model
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        load_model(str(pickle_model), quantization=None)
+    assert 'load.pickle_weights' in [getattr(x.message, 'code', '') for x in w]
+
+def test_pickle_refused(pickle_model):
+    case('pickle_refused', 'safetensors_only=True で pickle だけのフォルダ', None, 'load.all_failed')
+    from colab_dpo.loading import load_model
+    from colab_dpo.compat import ModelLoadError
+    with pytest.raises(ModelLoadError) as e: load_model(str(pickle_model), quantization=None, safetensors_only=True)
+    assert e.value.code == 'load.all_failed' and '[pickle_refused]' in str(e.value)
+
+
+def test_real_run_after_dry_run(tmp_path, tiny, dry):
+    case('after_dry', '同じ output_dir で、ドライランの後に本番 → ドライランの結果だけ警告して置き換える', 0, 'ckpt.replace_dry_run')
+    d = tmp_path/'run'; shutil.copytree(dry.run_dir, d)
+    code, text = train(*base(tiny, d))
+    check(code, text, 0, 'ckpt.replace_dry_run')
+    assert json.loads((d/'run_card.json').read_text())['model']['dry_run'] is False
+
+
 def table() -> str:
     "docs の表（Markdown）"
     rows = ['| 故障 | 終了コード | コード |', '|---|---|---|']
@@ -427,13 +477,9 @@ def table() -> str:
     return '\n'.join(rows)
 
 if __name__ == '__main__' and '--table' in sys.argv:
-    import inspect
-    for name,f in list(globals().items()):   # 関数の中で登録するケースも表に入れる（本文の最初の case(...) を読む）
-        if name.startswith('test_') and callable(f):
-            src = inspect.getsource(f)
-            import re
-            for m in re.finditer(r"case\((f?'[^']*'), '([^']*)', (None|\d+), (None|'[^']*')\)", src):
-                if m.group(1).startswith('f'): continue
-                cid = m.group(1).strip("'")
-                if not any(c['id'] == cid for c in CASES): case(cid, m.group(2), None if m.group(3) == 'None' else int(m.group(3)), None if m.group(4) == 'None' else m.group(4).strip("'"))
+    import ast   # 関数の中で登録するケースも表に入れる（case(...) の呼び出しを構文木から読む）
+    for node in ast.walk(ast.parse(Path(__file__).read_text(encoding='utf-8'))):
+        if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'case' and all(isinstance(x, ast.Constant) for x in node.args):
+            cid, what, ex, err = (x.value for x in node.args)
+            if not any(c['id'] == cid for c in CASES): case(cid, what, ex, err)
     print(table())
