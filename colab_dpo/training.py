@@ -250,7 +250,8 @@ PROFILES = {
                  per_device_train_batch_size=8, gradient_accumulation_steps=1, gradient_checkpointing=False, vram_gb=79.0),
     'cpu':  dict(precision='fp32', quantization=None, optim='adamw_torch', max_length=512, max_prompt_length=256,
                  per_device_train_batch_size=1, gradient_accumulation_steps=8, gradient_checkpointing=False, dry_run=True,
-                 max_steps=4, max_rows=32, logging_steps=1, save_steps=2),
+                 max_steps=4, max_rows=32, logging_steps=1, save_steps=2,
+                 learning_rate=5e-4),  # 小さなモデル向け: bench/selftest_sweep.py の実測の最良（GPU の 1.5B には移らない。学習ガイド参照）
 }
 
 def _gpu_info() -> dict:
