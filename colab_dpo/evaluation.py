@@ -16,11 +16,12 @@ from .compat import (register_messages, msg, warn, lang, ColabDPOError, ConfigEr
 # %% auto #0
 __all__ = ['FAULTS', 'LN2', 'JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'MIN_PAIRS', 'norm_key', 'history_file', 'load_history',
            'synthetic_history', 'HistoryFrames', 'history_frames', 'ema', 'plot_history', 'capture_glyph_warnings',
-           'Note', 'Notes', 'interpret_history', 'pair_ids', 'completion_logps', 'pair_logps', 'PreferenceEval',
-           'preference_eval', 'ja_ratio', 'distinct_n', 'prompt_ids', 'generate_answers', 'GenerationComparison',
-           'compare_generations', 'load_prompt_set', 'read_run_card', 'base_model_of', 'load_run', 'plot_preference',
-           'wilson', 'mcnemar_p', 'pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health',
-           'EvalReport', 'evaluate_run', 'eval_cli']
+           'Note', 'Notes', 'interpret_history', 'pair_ids', 'eval_batch_size', 'eval_quantization', 'length_batches',
+           'completion_logps', 'pair_logps', 'PreferenceEval', 'preference_eval', 'ja_ratio', 'distinct_n',
+           'prompt_ids', 'generate_answers', 'GenerationComparison', 'compare_generations', 'load_prompt_set',
+           'read_run_card', 'base_model_of', 'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p',
+           'pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health', 'EvalReport', 'evaluate_run',
+           'eval_cli']
 
 # %% ../nbs/04_eval.ipynb #286282f5
 register_messages({
@@ -492,6 +493,89 @@ def pair_ids(tok,       # トークナイザー
     n = min(_common(pi, ci), _common(pi, ri))
     return pi[:n], ci[n:], ri[n:]
 
+# %% ../nbs/04_eval.ipynb #93d6a7d9
+register_messages({
+    'eval.load_16bit': dict(
+        ja='評価では基盤モデルを {precision}（16bit）で読みます: 重みと採点 1 系列分 {need:.1f} GB が空き {free:.1f} GB（余裕 {margin:.0%} を残す）に収まるため（4bit より生成・採点が速い）',
+        en='Evaluation loads the base model in {precision} (16-bit): weights plus one scored sequence ({need:.1f} GB) fit the free {free:.1f} GB (keeping {margin:.0%} spare), and 16-bit generates and scores faster than 4-bit'),
+    'eval.load_quantized': dict(
+        ja='評価では基盤モデルを学習と同じ {quantization} で読みます: 16bit では {need:.1f} GB 要り、空き {free:.1f} GB（余裕 {margin:.0%} を残す）に収まらないため',
+        en='Evaluation loads the base model in {quantization} as in training: 16-bit needs {need:.1f} GB, more than the free {free:.1f} GB (keeping {margin:.0%} spare)'),
+    'eval.load_as_trained': dict(ja='評価では基盤モデルを学習と同じく量子化せず {precision} で読みます',
+                                 en='Evaluation loads the base model unquantized in {precision}, as in training'),
+    'eval.load_cpu': dict(ja='GPU がないので、基盤モデルを量子化せず fp32 で読みます', en='No GPU: the base model is loaded unquantized in fp32'),
+    'eval.load_given': dict(ja='評価では基盤モデルを {label} で読みます（指定どおり、または学習と同じ）', en='Evaluation loads the base model in {label} (as requested, or as in training)'),
+    'eval.phase_load': dict(ja='[評価] 読み込み {secs:.1f} 秒: {how}', en='[eval] loaded in {secs:.1f} s: {how}'),
+    'eval.phase_score': dict(ja='[評価] 保留データ {n} 組を学習前後で採点 {secs:.1f} 秒（{tps:.0f} トークン/秒）',
+                             en='[eval] scored {n} held-out pairs before and after in {secs:.1f} s ({tps:.0f} tokens/s)'),
+    'eval.phase_generate': dict(ja='[評価] {n} 問の回答を学習前後で生成 {secs:.1f} 秒（{tps:.0f} 新トークン/秒、採点込み）',
+                                en='[eval] generated answers to {n} prompts before and after in {secs:.1f} s ({tps:.0f} new tokens/s, scoring included)'),
+    'eval.phase_total': dict(ja='[評価] 合計 {secs:.1f} 秒', en='[eval] total {secs:.1f} s'),
+    'eval.bar_score': dict(ja='採点（{side}）', en='scoring ({side})'),
+    'eval.bar_generate': dict(ja='生成（{side}）', en='generating ({side})'),
+    'eval.side_before': dict(ja='学習前', en='before'),
+    'eval.side_after': dict(ja='学習後', en='after'),
+})
+
+# %% ../nbs/04_eval.ipynb #903ce837
+_EVAL_MARGIN, _MAX_BATCH = 0.2, 64
+
+def _act_bytes(precision:str) -> int: return 4 if precision == 'fp32' else 2
+
+def _eval_bytes(shape, seq_len:int, kind:str, a:int) -> tuple[float, float]:
+    "評価の 1 系列あたりのバイト数と、バッチによらない分（採点で 1 行ずつ取る fp32 の log-softmax）"
+    kv = 2*shape.layers*shape.kv_heads*shape.head_dim*seq_len*a                     # KV キャッシュ
+    act = seq_len*(6*shape.hidden + 3*shape.intermediate)*a + shape.heads*seq_len**2*a  # 1 層分の活性化と注意（勾配なし）
+    if kind == 'generate': return kv + act + 4*shape.vocab, 0.0                    # 生成のロジットは最後の位置だけ
+    return kv + act + seq_len*shape.vocab*a, 2*seq_len*shape.vocab*4
+
+def eval_batch_size(shape,                  # `model_shape` の結果
+                    free_gb:float,          # モデルを読んだ後の空きメモリ（GB = 10⁹ バイト）
+                    seq_len:int,            # 1 系列の最大トークン数（生成ならプロンプト＋新しいトークン）
+                    kind:str='score',       # 'score'（採点）か 'generate'（生成）
+                    precision:str='fp16',   # 計算の精度
+                    margin:float=_EVAL_MARGIN, # 残す余裕の割合
+                    max_batch:int=_MAX_BATCH,  # 上限
+                   ) -> int:                # 一度に流す系列の数（1 以上）
+    "空きメモリに収まる評価のバッチの大きさ"
+    from colab_dpo.training import GB
+    per, fixed = _eval_bytes(shape, seq_len, kind, _act_bytes(precision))
+    return int(max(1, min(max_batch, (free_gb*GB*(1 - margin) - fixed) // per)))
+
+def eval_quantization(shape,                    # `model_shape` の結果
+                      free_gb:float|None,       # 読み込む前の空き VRAM（GB）。None は GPU なし
+                      trained:str|None='4bit',  # 学習のときの量子化（run_card の recipe.quantization）
+                      precision:str='fp16',     # ハードウェアの精度（T4 は fp16）
+                      seq_len:int=1024,         # 採点する系列の最大トークン数
+                      margin:float=_EVAL_MARGIN, # 残す余裕の割合
+                     ) -> dict:                 # quantization（None は 16bit）、code、message、need、free、precision、margin
+    "評価で基盤モデルをどの精度で読むかを決める: 16bit の重みと採点 1 系列が空きに収まれば 16bit、でなければ学習と同じ量子化"
+    from colab_dpo.training import GB, estimate_memory
+    w16 = estimate_memory(shape, seq_len=seq_len, quantization=None, precision=precision)['weights']
+    per, fixed = _eval_bytes(shape, seq_len, 'score', _act_bytes(precision))
+    d = dict(precision=precision, need=(w16 + per + fixed)/GB, free=free_gb, margin=margin)
+    if free_gb is None: return _choice('eval.load_cpu', d, precision='fp32', quantization=None)
+    if d['need'] <= free_gb*(1 - margin): return _choice('eval.load_16bit', d, quantization=None)
+    if not trained: return _choice('eval.load_as_trained', d, quantization=None)
+    return _choice('eval.load_quantized', d, quantization=trained)
+
+def _choice(code:str, d:dict, **kw) -> dict: d = {**d, **kw}; return dict(d, code=code, message=msg(code, **d))
+
+# %% ../nbs/04_eval.ipynb #483deaa8
+def length_batches(lengths:list[int],        # 系列ごとのトークン数
+                   batch_size:int|None=4,    # バッチの大きさ（None なら max_tokens で決める）
+                   max_tokens:int|None=None, # 1 バッチのトークン数の上限（バッチの行数 × そのバッチの最長）
+                   max_batch:int=_MAX_BATCH, # 行数の上限
+                  ) -> list[list[int]]:      # 元の番号のバッチ（長い順）
+    "系列を長い順に並べてバッチにまとめる（結果は番号で元の順に戻す）"
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if batch_size: return [order[i:i+batch_size] for i in range(0, len(order), batch_size)]
+    out, cur = [], []
+    for i in order:
+        if cur and ((len(cur) + 1)*lengths[cur[0]] > max_tokens or len(cur) >= max_batch): out.append(cur); cur = []
+        cur.append(i)
+    return out + ([cur] if cur else [])
+
 # %% ../nbs/04_eval.ipynb #5971aaec
 def _device(model):
     return next(model.parameters()).device
@@ -504,25 +588,49 @@ def _eval_mode(model):
     finally:
         if was: model.train()
 
+def _bar(total:int, desc:str|None=None, unit:str='it'):
+    "Trainer と同じ transformers の tqdm（transformers.utils.logging.disable_progress_bar() や TQDM_DISABLE=1 で消える）"
+    from transformers.utils import logging as hf_logging
+    return hf_logging.tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not desc)
+
+def _precision_of(model) -> str:
+    dt = str(model.get_input_embeddings().weight.dtype)
+    return 'fp32' if 'float32' in dt else 'bf16' if 'bfloat16' in dt else 'fp16'
+
+def _token_budget(model, kind:str, seq_len:int, batch_size:int|None) -> tuple[int|None, int|None]:
+    "(batch_size, max_tokens): 指定があればそのまま、なければ GPU の空きから。CPU では 4 系列分"
+    if batch_size: return batch_size, None
+    dev = _device(model)
+    if dev.type != 'cuda': return None, 4*seq_len
+    import torch
+    from colab_dpo.training import GB, model_shape
+    free = torch.cuda.mem_get_info(dev)[0]/GB
+    return None, eval_batch_size(model_shape(model.config), free, seq_len, kind, _precision_of(model))*seq_len
+
 def completion_logps(model,                 # 因果言語モデル
                      seqs:list[tuple[list[int], list[int]]], # (prompt の ID, 応答の ID) の列
-                     batch_size:int=4,      # 一度に流す系列の数
+                     batch_size:int|None=None, # 一度に流す系列の数（None なら空きメモリから）
                      pad_id:int=0,          # パディングの ID（注意マスクで隠すので値は結果に影響しない）
-                    ) -> list[float]:       # 各応答の log-prob の和
-    "プロンプトを条件にした応答の log-prob の和を、系列ごとに計算する"
+                     desc:str|None=None,    # 進捗バーの見出し（None なら出さない）
+                    ) -> list[float]:       # 各応答の log-prob の和（seqs と同じ順）
+    "プロンプトを条件にした応答の log-prob の和を、系列ごとに計算する（長い順にまとめ、結果は元の順）"
     import torch
-    dev, out = _device(model), []
-    for i in range(0, len(seqs), batch_size):
-        b = seqs[i:i+batch_size]
-        L = max(len(p) + len(c) for p,c in b)
-        ids = torch.full((len(b), L), pad_id, dtype=torch.long); att = torch.zeros_like(ids)
-        for j,(p,c) in enumerate(b): ids[j, :len(p)+len(c)] = torch.tensor(p + c); att[j, :len(p)+len(c)] = 1
-        with torch.no_grad(): logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits
-        for j,(p,c) in enumerate(b):
-            k = 1 if not p else 0  # プロンプトが空なら最初のトークンは条件がないので採点しない
-            pos = torch.arange(len(p) - 1 + k, len(p) + len(c) - 1, device=logits.device)
-            tgt = torch.tensor(c[k:], device=logits.device)
-            out.append(torch.log_softmax(logits[j, pos].float(), -1).gather(-1, tgt[:, None]).sum().item())
+    dev, out = _device(model), [0.0]*len(seqs)
+    lens = [len(p) + len(c) for p,c in seqs]
+    bs, budget = _token_budget(model, 'score', max(lens, default=1), batch_size)
+    with _bar(len(seqs), desc) as bar:
+        for idx in length_batches(lens, bs, budget):
+            b, L = [seqs[i] for i in idx], lens[idx[0]]
+            ids = torch.full((len(b), L), pad_id, dtype=torch.long); att = torch.zeros_like(ids)
+            for j,(p,c) in enumerate(b): ids[j, :len(p)+len(c)] = torch.tensor(p + c); att[j, :len(p)+len(c)] = 1
+            with torch.no_grad(): logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits
+            for r,(j,(p,c)) in enumerate(zip(idx, b)):
+                k = 1 if not p else 0  # プロンプトが空なら最初のトークンは条件がないので採点しない
+                pos = torch.arange(len(p) - 1 + k, len(p) + len(c) - 1, device=logits.device)
+                tgt = torch.tensor(c[k:], device=logits.device)
+                out[j] = torch.log_softmax(logits[r, pos].float(), -1).gather(-1, tgt[:, None]).sum().item()
+            del logits
+            bar.update(len(b))
     return out
 
 # %% ../nbs/04_eval.ipynb #b6e6aa96
@@ -553,7 +661,7 @@ def _pair_seqs(tok, rows:list[dict], max_length:int|None=None) -> tuple[list, li
 def pair_logps(model,                  # 因果言語モデル（アダプターの状態はそのまま使う）
                tok,                    # トークナイザー
                dataset,                # 選好データ（Dataset、辞書のリスト、PreferenceData、ファイルのパス）
-               batch_size:int=4,       # 一度に流す系列の数
+               batch_size:int|None=None, # 一度に流す系列の数（None なら空きメモリから）
                max_length:int|None=None, # プロンプト＋応答の最大トークン数（None で切らない）
               ) -> dict:               # chosen / rejected の log-prob の和、トークン数、採点したペアの番号
     "選好データの各ペアについて、chosen と rejected の応答の log-prob の和を計算する"
@@ -566,6 +674,16 @@ def pair_logps(model,                  # 因果言語モデル（アダプター
 # %% ../nbs/04_eval.ipynb #ef7d1ba7
 def _mean(x) -> float: return float(sum(x)/len(x)) if len(x) else float('nan')
 def _acc(a, b) -> float: return _mean([float(x > y) for x,y in zip(a, b)])
+
+@contextlib.contextmanager
+def _phase(code:str, **kw):
+    "評価の 1 段階の所要時間を測り、終わったら 1 行で知らせる（`with _phase(...) as info:` の info に数を書き足す）"
+    t0, info = time.time(), dict(kw)
+    yield info
+    secs = time.time() - t0
+    print(msg(code, secs=secs, tps=info.get('tokens', 0)/max(secs, 1e-9), **info), flush=True)
+
+def _sides(): return msg('eval.side_before'), msg('eval.side_after')
 
 def _need_adapter(model):
     if not (hasattr(model, 'disable_adapter') and hasattr(model, 'peft_config')):
@@ -623,7 +741,7 @@ def preference_eval(model,                   # LoRA アダプター付きのモ�
                     tok,                     # トークナイザー
                     dataset,                 # 保留の選好データ（Dataset、辞書のリスト、PreferenceData、ファイルのパス）
                     beta:float=0.1,          # 学習で使った β（暗黙の報酬の尺度）
-                    batch_size:int=4,        # 一度に流す系列の数
+                    batch_size:int|None=None, # 一度に流す系列の数（None なら空きメモリから）
                     max_length:int|None=None, # プロンプト＋応答の最大トークン数（None で切らない）
                     max_pairs:int|None=None, # 先頭から使うペアの数（None で全部）
                    ) -> PreferenceEval:
@@ -632,9 +750,10 @@ def preference_eval(model,                   # LoRA アダプター付きのモ�
     rows = _rows(dataset)[:max_pairs] if max_pairs else _rows(dataset)
     ch, rj, kept = _pair_seqs(tok, rows, max_length)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    with _eval_mode(model):
-        with model.disable_adapter(): ref = completion_logps(model, ch + rj, batch_size, pad)
-        pol = completion_logps(model, ch + rj, batch_size, pad)
+    sb, sa = _sides()
+    with _phase('eval.phase_score', n=len(ch), tokens=2*sum(len(p) + len(x) for p,x in ch + rj)), _eval_mode(model):
+        with model.disable_adapter(): ref = completion_logps(model, ch + rj, batch_size, pad, msg('eval.bar_score', side=sb))
+        pol = completion_logps(model, ch + rj, batch_size, pad, msg('eval.bar_score', side=sa))
     n = len(ch)
     return PreferenceEval(ref[:n], ref[n:], pol[:n], pol[n:], [len(c) for _,c in ch], [len(r) for _,r in rj], float(beta), kept)
 
@@ -676,29 +795,40 @@ def _decode(tok, ids:list[int]) -> str:
     if '<NL>' in tok.get_vocab(): text = text.replace('<NL>', '\n')  # rinna 系は改行を <NL> で表す
     return text.strip()
 
+class _StepBar:
+    "generate の streamer: 新しいトークンを 1 つ生成するごとに進捗バーを 1 進める（最初の put はプロンプト）"
+    def __init__(self, bar, steps:int): self.bar, self.steps, self.n = bar, steps, -1
+    def put(self, value):
+        if self.n >= 0: self.bar.update(1)
+        self.n += 1
+    def end(self): self.bar.update(max(0, self.steps - self.n))   # 全員が早く止まったら残りを埋める
+
 def generate_answers(model,                # 因果言語モデル（アダプターの状態はそのまま使う）
                      tok,                  # トークナイザー
                      ids:list[list[int]],  # prompt_ids で作ったプロンプトのトークン ID
                      max_new_tokens:int=128, # 回答の最大トークン数
-                     batch_size:int=4,     # 一度に生成するプロンプトの数
+                     batch_size:int|None=None, # 一度に生成するプロンプトの数（None なら空きメモリから）
+                     desc:str|None=None,   # 進捗バーの見出し（None なら出さない）
                      **gen_kw,             # generate へ渡す追加の設定（do_sample=True、temperature など）
                     ) -> list[list[int]]:  # 各回答の新しいトークン（最初の終了トークンまで、それを含む）
-    "プロンプトごとに、新しく生成したトークンだけを返す（既定は貪欲法で決定的）"
+    "プロンプトごとに、新しく生成したトークンだけを返す（長さの近いプロンプトをまとめ、結果は元の順。既定は貪欲法で決定的）"
     import torch
     from transformers import GenerationConfig
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos = _eos_ids(model, tok)
     gc = GenerationConfig(**{'max_new_tokens': max_new_tokens, 'do_sample': False, 'num_beams': 1, 'eos_token_id': eos,
                              'pad_token_id': pad, **gen_kw})
-    dev, out = _device(model), []
-    with _eval_mode(model):
-        for i in range(0, len(ids), batch_size):
-            b = ids[i:i+batch_size]; L = max(map(len, b))
+    dev, out, lens = _device(model), [None]*len(ids), [len(p) + max_new_tokens for p in ids]
+    batches = length_batches(lens, *_token_budget(model, 'generate', max(lens, default=1), batch_size))
+    with _eval_mode(model), _bar(len(batches)*max_new_tokens, desc, 'tok') as bar:
+        for idx in batches:
+            b = [ids[i] for i in idx]; L = max(map(len, b))
             x = torch.tensor([[pad]*(L - len(p)) + p for p in b]); att = torch.tensor([[0]*(L - len(p)) + [1]*len(p) for p in b])
-            with torch.no_grad(): g = model.generate(input_ids=x.to(dev), attention_mask=att.to(dev), generation_config=gc)
-            for row in g[:, L:].tolist():
+            with torch.no_grad(): g = model.generate(input_ids=x.to(dev), attention_mask=att.to(dev), generation_config=gc,
+                                                     streamer=_StepBar(bar, max_new_tokens) if desc else None)
+            for i,row in zip(idx, g[:, L:].tolist()):
                 end = next((k for k,t in enumerate(row) if t in eos), None)
-                out.append(row if end is None else row[:end+1])
+                out[i] = row if end is None else row[:end+1]
     return out
 
 # %% ../nbs/04_eval.ipynb #b13e0dc9
@@ -756,7 +886,7 @@ def compare_generations(model,                  # LoRA アダプター付きの�
                         prompts,                # プロンプトのリスト（文字列か会話）、または load_prompt_set に渡せる名前・パス
                         max_new_tokens:int=128, # 回答の最大トークン数
                         beta:float=0.1,         # 学習で使った β（暗黙の報酬の尺度）
-                        batch_size:int=4,       # 一度に生成するプロンプトの数
+                        batch_size:int|None=None, # 一度に生成するプロンプトの数（None なら空きメモリから）
                         system:str|None=None,   # システムプロンプト（None ならテンプレートの既定）
                         **gen_kw,               # generate へ渡す追加の設定（既定は貪欲法）
                        ) -> GenerationComparison:
@@ -766,9 +896,11 @@ def compare_generations(model,                  # LoRA アダプター付きの�
     if not _has_template(tok): warn('eval.no_chat_template', n=len(prompts))
     ids = [prompt_ids(tok, p, system) for p in prompts]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    with _eval_mode(model):
-        with model.disable_adapter(): before = generate_answers(model, tok, ids, max_new_tokens, batch_size, **gen_kw)
-        after = generate_answers(model, tok, ids, max_new_tokens, batch_size, **gen_kw)
+    sb, sa = _sides()
+    with _phase('eval.phase_generate', n=len(ids)) as info, _eval_mode(model):
+        with model.disable_adapter(): before = generate_answers(model, tok, ids, max_new_tokens, batch_size, msg('eval.bar_generate', side=sb), **gen_kw)
+        after = generate_answers(model, tok, ids, max_new_tokens, batch_size, msg('eval.bar_generate', side=sa), **gen_kw)
+        info['tokens'] = sum(map(len, before + after))
         seqs = [(p, a) for p,a in zip(ids + ids, before + after)]
         with model.disable_adapter(): ref = completion_logps(model, seqs, batch_size, pad)
         pol = completion_logps(model, seqs, batch_size, pad)
@@ -847,23 +979,39 @@ def base_model_of(run_dir:str|Path, # run フォルダ
     raise ModelLoadError('eval.no_base_model', file=str(Path(run_dir)/'run_card.json'))
 
 # %% ../nbs/04_eval.ipynb #6032672b
-def load_run(run_dir:str|Path,                 # run フォルダ
-             quantization:str|None='auto',     # 'auto'（GPU なら run_card の量子化、CPU なら None）、'4bit'、'8bit'、None
-            ) -> tuple:                        # (PeftModel, トークナイザー, run_card)
-    "run フォルダから、基盤モデル 1 つにアダプターを載せて読み込む（参照はアダプター無効の同じモデル）"
+def eval_load_choice(base:str|Path,           # 基盤モデル（config.json のあるフォルダか Hub ID）
+                     trained:str|None='4bit', # 学習のときの量子化
+                     seq_len:int=1024,        # 採点する系列の最大トークン数
+                    ) -> dict:                # eval_quantization の結果と message
+    "今の GPU の空きと基盤モデルの寸法から、評価で読む精度を決める（寸法が読めなければ学習と同じ量子化）"
     import torch
+    from colab_dpo.training import GB, model_shape
+    if not torch.cuda.is_available(): return _choice('eval.load_cpu', {}, precision='fp32', quantization=None)
+    from colab_dpo.compat import decide_precision
+    try: shape = model_shape(base)
+    except (OSError, ValueError, KeyError, TypeError): shape = None   # 手元にもハブにも設定がない: 学習と同じにしておく
+    prec, free = decide_precision(), torch.cuda.mem_get_info()[0]/GB
+    if shape is None: return _choice('eval.load_given', dict(free=free), precision=prec, quantization=trained, label=trained or prec)
+    return eval_quantization(shape, free, trained, prec, seq_len)
+
+def load_run(run_dir:str|Path,                 # run フォルダ
+             quantization:str|None='auto',     # 'auto'（GPU で 16bit が収まれば 16bit、でなければ run_card の量子化。CPU なら None）、'4bit'、'8bit'、None
+            ) -> tuple:                        # (PeftModel, トークナイザー, run_card。run_card['eval_load'] に読んだ精度と理由)
+    "run フォルダから、基盤モデル 1 つにアダプターを載せて読み込む（参照はアダプター無効の同じモデル）"
     from transformers import AutoTokenizer
     from peft import PeftModel
     from colab_dpo.loading import load_model
     run = Path(run_dir); ad = run/'adapter'
     if not (ad/'adapter_config.json').is_file(): raise ModelLoadError('eval.no_run', run_dir=str(run), what='adapter/adapter_config.json', file=str(ad))
-    card = read_run_card(run)
-    q = (_card(card, 'quantization') if torch.cuda.is_available() else None) if quantization == 'auto' else quantization
-    base, tok, _ = load_model(base_model_of(run, card), quantization=q, for_training=False)
-    if (ad/'tokenizer_config.json').is_file(): tok = AutoTokenizer.from_pretrained(ad)  # 学習に使ったトークナイザー（テンプレート込み）
-    model = PeftModel.from_pretrained(base, ad)
-    model.eval()
-    return model, tok, card
+    card = read_run_card(run); base = base_model_of(run, card)
+    if quantization == 'auto': choice = eval_load_choice(base, _card(card, 'quantization'), int(_card(card, 'max_length', 1024)))
+    else: choice = _choice('eval.load_given', {}, quantization=quantization, label=quantization or 'none')
+    with _phase('eval.phase_load', how=choice['message']):
+        model, tok, rep = load_model(base, quantization=choice['quantization'], for_training=False)
+        if (ad/'tokenizer_config.json').is_file(): tok = AutoTokenizer.from_pretrained(ad)  # 学習に使ったトークナイザー（テンプレート込み）
+        model = PeftModel.from_pretrained(model, ad)
+        model.eval()
+    return model, tok, {**card, 'eval_load': _jsonable(dict(choice, precision=getattr(rep, 'precision', choice.get('precision'))))}
 
 # %% ../nbs/04_eval.ipynb #d4c0e780
 def plot_preference(pe:PreferenceEval,          # preference_eval の結果
@@ -1079,7 +1227,7 @@ def _report_md(run:Path, d:dict, notes, pref, gens, figs:dict) -> str:
     L += [gens._repr_markdown_() if gens is not None else '（生成しませんでした）', '']
     L += ['## 読み方', '', '- 暗黙の報酬 = β ×（学習後の log-prob − 学習前の log-prob）。chosen の報酬が rejected を上回った割合が選好の正解率です。',
           '- `rewards/chosen` がマイナスでも、rejected がそれ以上に下がっていれば DPO としては正常です。',
-          f"- 評価にかかった時間: {d['seconds']:.1f} 秒", '']
+          f"- 評価にかかった時間: {d['seconds']:.1f} 秒", *([f"- 評価の読み込み: {d['load']['message']}"] if d.get('load') else []), '']
     return '\n'.join(L)
 
 def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_card.json、log_history.json）か train_dpo の結果
@@ -1091,7 +1239,7 @@ def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_
                  out_dir:str|Path|None=None, # レポートの書き出し先（None なら RUN/eval）
                  model=None,                # 読み込み済みの PeftModel（None なら load_run で読む）
                  tok=None,                  # model と組のトークナイザー
-                 batch_size:int=4,          # 採点・生成で一度に流す数
+                 batch_size:int|None=None,  # 採点・生成で一度に流す数（None なら空きメモリから）
                  quantization:str|None='auto', # load_run に渡す量子化
                  smooth:float=0.6,          # 学習曲線の平滑化
                  system:str|None=None,      # 生成のシステムプロンプト
@@ -1124,7 +1272,7 @@ def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_
              verdict=dict(code=vc, message=vm), health=dict(code=hc, message=hm),
              notes=[x.to_dict() for x in notes] if notes is not None else None,
              preference=_preference_block(pref), generations=dict(gens.to_dict(), flags=generation_flags(gens)),
-             figures={k: Path(v).name for k,v in figs.items()}, seconds=time.time() - t0)
+             figures={k: Path(v).name for k,v in figs.items()}, seconds=time.time() - t0, load=card.get('eval_load'))
     md = _report_md(run, d, notes, pref, gens, figs)
     (out/'report.md').write_text(md, encoding='utf-8')
     (out/'report.json').write_text(json.dumps(_jsonable(d), ensure_ascii=False, indent=1, allow_nan=False), encoding='utf-8')
@@ -1143,7 +1291,13 @@ def eval_cli(run_dir:str=None,        # colab-dpo-train の出力フォルダ（
             ):
     "run フォルダを評価し、日本語のレポート（eval/report.md、report.json、PNG）を書く"
     if not run_dir: raise ConfigError('eval.missing_run_dir', arg='--run-dir')
+    t0 = time.time()
+    from colab_dpo.checkpoints import check_run_outputs, check_writable
+    if max_new_tokens < 1: raise ConfigError('ckpt.bad_arg', field='--max-new-tokens', value=max_new_tokens, expected='1 以上にしてください')
+    check_run_outputs(run_dir)
+    if out_dir: check_writable(out_dir, field='--out-dir')
     r = evaluate_run(run_dir, prompts=prompts, data=data, max_new_tokens=max_new_tokens, max_pairs=max_pairs,
                      n_prompts=n_prompts, out_dir=out_dir)
+    print(msg('eval.phase_total', secs=time.time() - t0))
     print(r.summary_text)
     print(f"レポート: {r.dir/'report.md'}")

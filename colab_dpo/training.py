@@ -6,7 +6,7 @@ Docs: https://colab-dpo.github.io/colab-dpo/training.html.md"""
 
 # %% ../nbs/03_training.ipynb #d72ac9f8
 from __future__ import annotations
-import os, re, sys, json, time, shutil, zipfile, struct, difflib, tempfile, platform, dataclasses
+import os, re, sys, json, math, time, socket, shutil, zipfile, struct, difflib, tempfile, platform, dataclasses
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Any, Annotated
@@ -14,13 +14,15 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 from . import compat
 from .compat import register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, cli_errors
+from .checkpoints import (checkpoint_status, find_checkpoints, latest_checkpoint, checkpoint_dir, resolve_resume, check_writable,
+                                   run_fingerprint, plan_run, read_run_state, write_run_state, RunLock)
 from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数名（能力で判定）と GPU メモリの解放は読み込みモジュールと共通
 
 # %% auto #0
-__all__ = ['PROFILES', 'GB', 'DPORecipe', 'detect_profile', 'ModelShape', 'model_shape', 'estimate_memory', 'MemoryPlan',
-           'plan_memory', 'token_stats', 'MemoryMonitorCallback', 'checkpoint_status', 'find_checkpoints',
-           'latest_checkpoint', 'checkpoint_dir', 'TrainResult', 'ref_passes', 'train_dpo', 'run_card',
-           'run_card_markdown', 'write_run_card', 'merge_adapter', 'push_run', 'cli_recipe', 'train_cli']
+__all__ = ['PROFILES', 'PROFILE_PROCESSES', 'GB', 'DPORecipe', 'world_size', 'detect_profile', 'ModelShape', 'model_shape',
+           'estimate_memory', 'MemoryPlan', 'plan_memory', 'token_stats', 'MemoryMonitorCallback', 'TrainResult',
+           'ref_passes', 'train_dpo', 'run_card', 'run_card_markdown', 'write_run_card', 'merge_adapter', 'push_run',
+           'cli_recipe', 'train_cli']
 
 # %% ../nbs/03_training.ipynb #4ac1ce26
 register_messages({
@@ -47,22 +49,52 @@ register_messages({
                            en='fp16 overflows easily: use precision="bf16" on Ampere or newer GPUs; on a T4 shorten max_length and check gradient clipping.'),
     'train.preflight_failed': dict(ja='予行演習（{steps} ステップ、{rows} 行）で失敗しました: {reason}',
                                    en='The preflight run ({steps} steps, {rows} rows) failed: {reason}'),
-    'train.incomplete_checkpoint': dict(ja='書きかけのチェックポイント {path} は使いません（{reason}）',
-                                        en='Skipping the incomplete checkpoint {path} ({reason})'),
-    'train.resume_missing': dict(ja='再開に指定したチェックポイントが使えません（{reason}）。resume="auto" にすると最新の完全なチェックポイントを探します',
-                                 en='The checkpoint given for resume cannot be used ({reason}). resume="auto" looks for the latest complete one'),
     'train.unknown_arch': dict(ja='ドライランのミニモデルは {arch!r} 型を作れないので {fallback!r} 型で代用します',
                                en='The dry run cannot build a tiny {arch!r} model; using {fallback!r} instead'),
     'train.crashed': dict(ja='学習が {step} ステップ目で止まりました（{reason}）。同じコマンドを resume="auto" で再実行すると {ckpt} から続けます',
                           en='Training stopped at step {step} ({reason}). Run the same command with resume="auto" to continue from {ckpt}'),
     'train.push_no_token': dict(ja='Hub へのアップロードにはログインが必要です。Colab なら「シークレット」に HF_TOKEN を登録するか huggingface_hub.login() を実行してください',
                                 en='Uploading to the Hub needs a login. In Colab add HF_TOKEN to Secrets or run huggingface_hub.login()'),
+    'train.not_finite': dict(ja='{field} が {value} です。有限の数を指定してください', en='{field} is {value}. Give a finite number'),
+    'train.unknown_name': dict(ja='{field} の {value!r} はインストール済みの transformers {version} にありません。{choices} のどれかにしてください',
+                               en='{field} {value!r} is not known to the installed transformers {version}. Use one of {choices}'),
+    'train.dry_run_result': dict(ja='{path} はドライラン（ランダムなミニモデル）の結果なので、統合もアップロードもできません。dry_run なしで学習してください',
+                                 en='{path} is a dry-run result (random tiny model); it cannot be merged or uploaded. Train without dry_run'),
+    'train.push_offline': dict(ja='Hub に届かないのでアップロードできません（{reason}）。学習の前に止めました。ネットワークを確かめるか --push-to-hub を外してください',
+                               en='The Hub cannot be reached, so nothing could be uploaded ({reason}); stopped before training. Check the network or drop --push-to-hub'),
+    'train.dry_run_no_tokenizer': dict(ja='ドライランには {model} のトークナイザーが要りますが、Hub に届きません（{reason}）。手元のトークナイザーのフォルダを --tokenizer DIR（tokenizer=）で指定してください',
+                                       en='The dry run needs the tokenizer of {model}, but the Hub cannot be reached ({reason}). Give a local tokenizer folder with --tokenizer DIR (tokenizer=)'),
+    'train.dry_run_done': dict(ja='これはドライラン（ランダムなミニモデル）の結果です。指標に意味はなく、統合・アップロードはできません',
+                               en='This is a dry-run result (random tiny model): the metrics mean nothing and it cannot be merged or uploaded'),
 })
 
 # %% ../nbs/03_training.ipynb #377a66cd
 _CHOICES = dict(quantization=(None, '4bit', '8bit'), precision=(None, 'fp16', 'bf16', 'fp32'),
                 loss_type=('sigmoid', 'hinge', 'ipo', 'robust', 'bco_pair', 'exo_pair', 'nca_pair', 'aot', 'aot_pair',
                            'sppo_hard', 'apo_zero', 'apo_down', 'discopop', 'sft'))
+
+def _check_finite(r):
+    "NaN や inf は大小の比較をすり抜けるので、先に止める"
+    for f in fields(r):
+        v = getattr(r, f.name)
+        if isinstance(v, float) and not math.isfinite(v): raise ConfigError('train.not_finite', field=f.name, value=v)
+
+_NAMES = {}
+def _installed_names() -> dict:
+    "インストール済みの transformers が知るオプティマイザー名とスケジューラー名（一度だけ調べる）"
+    if not _NAMES:
+        import transformers
+        from transformers.training_args import OptimizerNames
+        from transformers.trainer_utils import SchedulerType
+        _NAMES.update(optim={o.value for o in OptimizerNames}, lr_scheduler_type={s.value for s in SchedulerType}, version=transformers.__version__)
+    return _NAMES
+
+def _check_names(r):
+    names = _installed_names()
+    for k in ('optim', 'lr_scheduler_type'):
+        if getattr(r, k) not in names[k]:
+            near = difflib.get_close_matches(str(getattr(r, k)), sorted(names[k]), n=3, cutoff=0.4) or sorted(names[k])[:6]
+            raise ConfigError('train.unknown_name', field=k, value=getattr(r, k), version=names['version'], choices=near)
 
 def _bad(name, value, expected): return ConfigError('train.bad_value', field=name, value=value, expected=expected)
 
@@ -137,6 +169,7 @@ class DPORecipe:
     save_steps:int=50  # チェックポイントの間隔（ステップ）
     save_total_limit:int|None=2  # 残すチェックポイントの数
     resume:str|None='auto'  # 'auto' は最新の完全なチェックポイントから再開、パスならそこから、None なら最初から
+    overwrite:bool=False  # output_dir に別の学習（や前の結果）があっても消して最初から学習する（既定は止める）
     report_to:str='none'  # ログの送り先（'none'、'tensorboard'、'wandb' など）
     auto_plan:bool=True  # GPU ではメモリ計画に従ってマイクロバッチ・勾配蓄積・参照の事前計算を決め直す
     vram_gb:float|None=None  # メモリ計画の VRAM 予算（None なら実際の空き VRAM）
@@ -151,6 +184,7 @@ class DPORecipe:
 
     def __post_init__(self):
         for f in fields(self): setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
+        _check_finite(self)   # NaN は下の大小の比較をすり抜けるので先に
         for k,ch in _CHOICES.items():
             if getattr(self, k) not in ch: raise _bad(k, getattr(self, k), f'{[c for c in ch]} のどれかにしてください')
         pos = ['lora_r','lora_alpha','learning_rate','max_length','max_prompt_length','per_device_train_batch_size',
@@ -172,6 +206,7 @@ class DPORecipe:
             if getattr(self, k) < 0: raise _bad(k, getattr(self, k), '0 以上にしてください')
         if self.rpo_alpha is not None and self.rpo_alpha < 0: raise _bad('rpo_alpha', self.rpo_alpha, '0 以上か None にしてください')
         if self.models is not None and not self.models: raise _bad('models', self.models, '少なくとも 1 つのモデルを指定してください')
+        _check_names(self)   # 最後に（transformers を読み込むので、ほかの誤りはその前に止める）
 
 # %% ../nbs/03_training.ipynb #38908dc8
 def _field_names(): return [f.name for f in fields(DPORecipe)]
@@ -217,7 +252,9 @@ def load(cls:DPORecipe, path:str|Path, # YAML（.yaml/.yml）か JSON（.json）
     "レシピファイルを読み、`overrides` で上書きしたレシピを返す"
     d = _read_config(path)
     _check_keys(d, file=str(path)); _check_keys(overrides)
-    try: return cls(**{**d, **overrides})
+    prof = overrides.get('profile') or d.get('profile')   # 優先順: プロファイル < レシピファイル < フラグ（overrides）
+    base = _profile_values(prof) if prof and prof != 'demo' else {}
+    try: return cls(**{**base, **d, **overrides, **({'profile': base['profile']} if base else {})})
     except ConfigError as e:
         e.context.setdefault('file', str(path)); raise
 
@@ -242,6 +279,8 @@ def replace(self:DPORecipe, **kw) -> DPORecipe:
 PROFILES = {
     't4':   dict(precision='fp16', quantization='4bit', optim='paged_adamw_8bit', max_length=1024, max_prompt_length=512,
                  per_device_train_batch_size=1, gradient_accumulation_steps=8, gradient_checkpointing=True, vram_gb=15.0),
+    'kaggle-2xt4': dict(precision='fp16', quantization='4bit', optim='paged_adamw_8bit', max_length=1024, max_prompt_length=512,
+                 per_device_train_batch_size=1, gradient_accumulation_steps=4, gradient_checkpointing=True, vram_gb=15.0),
     'l4':   dict(precision='bf16', quantization='4bit', optim='paged_adamw_8bit', max_length=1024, max_prompt_length=512,
                  per_device_train_batch_size=2, gradient_accumulation_steps=4, gradient_checkpointing=True, vram_gb=22.0),
     'a100': dict(precision='bf16', quantization=None, optim='adamw_torch_fused', max_length=2048, max_prompt_length=1024,
@@ -249,10 +288,19 @@ PROFILES = {
     'h100': dict(precision='bf16', quantization=None, optim='adamw_torch_fused', max_length=2048, max_prompt_length=1024,
                  per_device_train_batch_size=8, gradient_accumulation_steps=1, gradient_checkpointing=False, vram_gb=79.0),
     'cpu':  dict(precision='fp32', quantization=None, optim='adamw_torch', max_length=512, max_prompt_length=256,
-                 per_device_train_batch_size=1, gradient_accumulation_steps=8, gradient_checkpointing=False, dry_run=True,
-                 max_steps=4, max_rows=32, logging_steps=1, save_steps=2,
+                 per_device_train_batch_size=1, gradient_accumulation_steps=8, gradient_checkpointing=False,
                  learning_rate=5e-4),  # 小さなモデル向け: bench/selftest_sweep.py の実測の最良（GPU の 1.5B には移らない。学習ガイド参照）
 }
+
+PROFILE_PROCESSES = {'kaggle-2xt4': 2}  # データ並列を前提にするプロファイルのプロセス数（実効バッチ = マイクロバッチ × 勾配蓄積 × これ）
+
+register_messages({'train.profile_world': dict(
+    ja='プロファイル {profile} は {n} プロセス（GPU {n} 枚）のデータ並列が前提です（実効バッチ = マイクロバッチ × 勾配蓄積 × {n}）が、いまは {world} プロセスです。`accelerate launch --num_processes {n} --no_python colab-dpo-train --profile {profile} …` か `torchrun --nproc_per_node {n} --no-python colab-dpo-train --profile {profile} …` で起動してください',
+    en='Profile {profile} assumes {n}-process data parallelism ({n} GPUs; effective batch = micro-batch × accumulation × {n}) but this is {world} process(es). Launch with `accelerate launch --num_processes {n} --no_python colab-dpo-train --profile {profile} …` or `torchrun --nproc_per_node {n} --no-python colab-dpo-train --profile {profile} …`')})
+
+def world_size() -> int: # 分散学習のプロセス数（torchrun・accelerate launch が WORLD_SIZE に書く。単独なら 1）
+    "このプロセスが属するデータ並列のプロセス数"
+    return int(os.environ.get('WORLD_SIZE', '1'))
 
 def _gpu_info() -> dict:
     "GPU 0 の名前・計算能力・VRAM（GPU がなければ gpu=None）。TRL などは読み込まない"
@@ -261,10 +309,14 @@ def _gpu_info() -> dict:
     p = torch.cuda.get_device_properties(0)
     return dict(gpu=p.name, compute_capability='%d.%d' % (p.major, p.minor), vram_total_gb=round(p.total_memory/2**30, 1))
 
-def detect_profile(env:dict|None=None # `env_report()` の結果（gpu、compute_capability、vram_total_gb）。None なら今の GPU を調べる
-                  ) -> str: # 'cpu'、't4'、'l4'、'a100'、'h100' のどれか
-    "GPU 名・計算能力・VRAM からプロファイル名を選ぶ"
+def detect_profile(env:dict|None=None # `env_report()` の結果（gpu、compute_capability、vram_total_gb、world_size）。None なら今の GPU を調べる
+                  ) -> str: # 'cpu'、't4'、'kaggle-2xt4'（T4 で 2 プロセス以上）、'l4'、'a100'、'h100' のどれか
+    "GPU 名・計算能力・VRAM（とプロセス数）からプロファイル名を選ぶ"
     env = _gpu_info() if env is None else env
+    key = _detect(env)
+    return 'kaggle-2xt4' if key == 't4' and int(env.get('world_size') or world_size()) > 1 else key
+
+def _detect(env:dict) -> str:
     gpu = (env.get('gpu') or '').upper()
     if not gpu: return 'cpu'
     for name,key in (('H100','h100'), ('H200','h100'), ('A100','a100'), ('L4','l4'), ('T4','t4')):
@@ -275,14 +327,19 @@ def detect_profile(env:dict|None=None # `env_report()` の結果（gpu、compute
     return 'l4' if vram < 30 else 'a100' if vram < 60 else 'h100'
 
 @patch(cls_method=True)
-def from_profile(cls:DPORecipe, name:str='auto', # 't4'、'l4'、'a100'、'h100'、'cpu'、'auto'（今のハードウェアから選ぶ）
+def from_profile(cls:DPORecipe, name:str='auto', # 't4'、'kaggle-2xt4'、'l4'、'a100'、'h100'、'cpu'、'auto'（今のハードウェアから選ぶ）
                  **overrides # プロファイルの値を上書きする項目
                 ) -> DPORecipe:
     "ハードウェア別プロファイルからレシピを作る"
+    _check_keys(overrides)
+    return cls(**{**_profile_values(name), **overrides})
+
+def _profile_values(name:str) -> dict:
+    "プロファイルの値（'auto' は今のハードウェアから選ぶ）。知らない名前は ConfigError"
     key = detect_profile() if name == 'auto' else str(name).lower()
     if key not in PROFILES: raise ConfigError('train.unknown_profile', field='profile', name=name, choices=list(PROFILES)+['auto'])
-    _check_keys(overrides)
-    return cls(**{**PROFILES[key], 'profile': key, **overrides})
+    if (n := PROFILE_PROCESSES.get(key, 1)) != world_size(): warn('train.profile_world', profile=key, n=n, world=world_size())
+    return {**PROFILES[key], 'profile': key}
 
 # %% ../nbs/03_training.ipynb #3996a2fb
 GB = 1e9
@@ -391,9 +448,10 @@ class MemoryPlan:
     breakdown:dict  # 項目 → GB
     reasons:list  # 日本語の理由
     fused_lm_head:bool=False  # 融合 LM ヘッドを前提にしたか
+    world_size:int=1  # データ並列のプロセス数（計画は 1 プロセス＝1 GPU あたり。実効バッチに掛かる）
 
     @property
-    def effective_batch(self) -> int: return self.micro_batch * self.grad_accum
+    def effective_batch(self) -> int: return self.micro_batch * self.grad_accum * self.world_size
 
     def dpo_args(self) -> dict:
         "`make_dpo_trainer` に渡す 4 つの設定"
@@ -402,12 +460,14 @@ class MemoryPlan:
 
     def __repr__(self):
         lim = f'上限 {self.budget_gb:.1f} GB に' + ('収まります' if self.fits else '収まりません') if self.budget_gb else 'GPU なし（見積もりのみ）'
-        lines = [f'メモリ計画: マイクロバッチ {self.micro_batch} × 勾配蓄積 {self.grad_accum}（実効バッチ {self.effective_batch}）、'
+        per = f' × {self.world_size} プロセス' if self.world_size > 1 else ''
+        lines = [f'メモリ計画{"（1 GPU あたり）" if per else ""}: マイクロバッチ {self.micro_batch} × 勾配蓄積 {self.grad_accum}{per}（実効バッチ {self.effective_batch}）、'
                  f'系列長 {self.seq_len}、勾配チェックポイント {"あり" if self.gradient_checkpointing else "なし"}、'
                  f'参照の事前計算 {"あり" if self.precompute_ref_log_probs else "なし"}',
                  f'  推定ピーク {self.peak_gb:.2f} GB — {lim}',
                  '  内訳: ' + '、'.join(f'{_LABELS.get(k, k)} {v:.2f}' for k,v in self.breakdown.items())]
-        return '\n'.join(lines + [f'  ・{r}' for r in self.reasons])
+        dp = [f'{self.world_size} プロセスのデータ並列なので、上の実効バッチはプロセスあたり {self.micro_batch*self.grad_accum}、全体で {self.effective_batch} です'] if per else []
+        return '\n'.join(lines + [f'  ・{r}' for r in self.reasons + dp])
 
 # %% ../nbs/03_training.ipynb #5d4c8e16
 def _free_vram_gb() -> float|None:
@@ -550,68 +610,6 @@ class MemoryMonitorCallback(_Callback):
         self.summary = f"メモリ: {g}、RSS 最大 {self.peak['rss']:.2f} GB"
         if self.verbose and getattr(state, 'is_world_process_zero', True): print(self.summary)
 
-# %% ../nbs/03_training.ipynb #02f668a0
-_WEIGHT_FILES = ('adapter_model.safetensors', 'adapter_model.bin', 'model.safetensors', 'pytorch_model.bin')
-
-def _safetensors_ok(p:Path) -> bool:
-    "safetensors のヘッダーが読め、データの終わりがファイルの終わりと一致するか"
-    try:
-        with open(p, 'rb') as f:
-            n = struct.unpack('<Q', f.read(8))[0]
-            head = json.loads(f.read(n))
-        end = max([v['data_offsets'][1] for k,v in head.items() if k != '__metadata__'] or [0])
-        return p.stat().st_size == 8 + n + end
-    except (OSError, ValueError, struct.error, KeyError, TypeError): return False
-
-def checkpoint_status(path:str|Path # `checkpoint-N` フォルダ
-                     ) -> tuple[bool, str]: # (完全か, 理由)
-    "チェックポイントが再開に使える完全なものかを調べる"
-    p = Path(path)
-    try: step = int(p.name.rsplit('-', 1)[1])
-    except (IndexError, ValueError): return False, 'フォルダ名が checkpoint-N ではありません'
-    try: state = json.loads((p/'trainer_state.json').read_text())
-    except FileNotFoundError: return False, 'trainer_state.json がありません'
-    except (OSError, ValueError): return False, 'trainer_state.json が壊れています'
-    if state.get('global_step') != step: return False, f"trainer_state.json の global_step（{state.get('global_step')}）がフォルダ名と違います"
-    w = next((p/f for f in _WEIGHT_FILES if (p/f).is_file()), None)
-    if w is None: return False, 'アダプターの重みファイルがありません'
-    if w.suffix == '.safetensors' and not _safetensors_ok(w): return False, f'{w.name} が途中で切れています'
-    if w.suffix == '.bin' and not zipfile.is_zipfile(w): return False, f'{w.name} が途中で切れています'
-    for f in ('optimizer.pt', 'scheduler.pt'):
-        if not (p/f).is_file(): return False, f'{f} がありません'
-        if not zipfile.is_zipfile(p/f): return False, f'{f} が途中で切れています'
-    return True, 'OK'
-
-def find_checkpoints(folder:str|Path # チェックポイントを置くフォルダ
-                    ) -> list[dict]: # step, path, complete, reason の辞書（step の昇順）
-    "フォルダ内の `checkpoint-N` を、完全かどうかと一緒に一覧にする"
-    out = []
-    for p in Path(folder).glob('checkpoint-*'):
-        if not p.is_dir() or not p.name.rsplit('-', 1)[-1].isdigit(): continue
-        ok, why = checkpoint_status(p)
-        out.append(dict(step=int(p.name.rsplit('-', 1)[1]), path=p, complete=ok, reason=why))
-    return sorted(out, key=lambda d: d['step'])
-
-def latest_checkpoint(folder:str|Path, # チェックポイントを置くフォルダ
-                      report:bool=True # 飛ばした書きかけのチェックポイントを警告するか
-                     ) -> Path|None: # 最新の完全なチェックポイント（無ければ None）
-    "再開に使える最新の完全なチェックポイントを返す（書きかけは飛ばす）"
-    best = None
-    for d in find_checkpoints(folder) if Path(folder).is_dir() else []:
-        if d['complete']: best = d['path']
-        elif report and (best is None or d['step'] > int(best.name.rsplit('-', 1)[1])): warn('train.incomplete_checkpoint', path=str(d['path']), reason=d['reason'])
-    return best
-
-# %% ../nbs/03_training.ipynb #51c11663
-_DRIVE = Path('/content/drive/MyDrive')
-
-def checkpoint_dir(recipe:DPORecipe # レシピ
-                  ) -> Path: # チェックポイントのフォルダ
-    "チェックポイントの置き場所を決める（Colab で Drive がマウント済みなら Drive）"
-    if recipe.checkpoint_dir: return Path(recipe.checkpoint_dir).expanduser()
-    if compat.in_colab() and _DRIVE.is_dir(): return _DRIVE/'colab-dpo'/Path(recipe.output_dir).name/'checkpoints'
-    return Path(recipe.output_dir).expanduser()/'checkpoints'
-
 # %% ../nbs/03_training.ipynb #f520e721
 def _is_oom(e:BaseException) -> bool:
     "CUDA のメモリ不足か（torch の版によって型が違うので文言も見る）"
@@ -683,7 +681,8 @@ class TrainResult:
         m = self.metrics
         keys = [k for k in ('train_loss', 'rewards/accuracies', 'rewards/margins', 'eval_loss', 'eval_rewards/accuracies') if k in m]
         vals = '、'.join(f'{k} {m[k]:.4g}' for k in keys)
-        return (f"学習結果: {self.run_dir}\n  アダプター: {self.adapter_dir}\n  指標: {vals or 'なし'}\n"
+        dry = msg('train.dry_run_done') + '\n' if (self.run_card.get('model') or {}).get('dry_run') else ''
+        return (dry + f"学習結果: {self.run_dir}\n  アダプター: {self.adapter_dir}\n  指標: {vals or 'なし'}\n"
                 f"  所要 {self.run_card.get('wall_time_s', 0):.1f} 秒、{self.run_card.get('memory', {}).get('summary', '')}")
 
 # %% ../nbs/03_training.ipynb #cb1e1583
@@ -712,12 +711,17 @@ def _registry_entry(model_id:str):
     if isinstance(reg, dict): return reg.get(model_id)
     return next((m for m in reg if _get(m, 'model_id', 'name', 'id') == model_id), None)
 
-def _licence_note(model_id:str, folder=None) -> str:
-    "モデルのライセンス注記（登録簿 → モデルカードの license 行 → 一般的な注意）"
+def _model_licence(model_id:str, folder=None) -> str|None:
+    "モデルのライセンス（登録簿 → モデルカードの license 行。わからなければ None）"
     lic = _get(_registry_entry(model_id) or {}, 'license', 'licence')
     if lic is None and folder and (Path(folder)/'README.md').is_file():
         for line in (Path(folder)/'README.md').read_text(encoding='utf-8', errors='ignore').splitlines()[:40]:
             if line.strip().lower().startswith('license:'): lic = line.split(':', 1)[1].strip(); break
+    return lic
+
+def _licence_note(model_id:str, folder=None) -> str:
+    "モデルのライセンス注記（登録簿 → モデルカードの license 行 → 一般的な注意）"
+    lic = _model_licence(model_id, folder)
     base = f'基盤モデル {model_id} のライセンス: {lic}。' if lic else f'基盤モデル {model_id} のライセンスはモデルカードで確認してください。'
     return base + 'LoRA アダプターと統合モデルは基盤モデルのライセンスと利用条件を引き継ぎます。'
 
@@ -728,6 +732,7 @@ def _arch_of(src) -> str|None:
     if (p/'config.json').is_file(): return json.loads((p/'config.json').read_text()).get('model_type')
     arch = _get(_registry_entry(str(src)) or {}, 'arch', 'model_type')
     if arch: return arch
+    if _hub_problem(): return None   # オフラインなら Hub を待たない（リトライで 50 秒かかる）
     try:
         from transformers import AutoConfig
         return AutoConfig.from_pretrained(str(src)).model_type
@@ -738,7 +743,9 @@ def _load_kw(recipe:DPORecipe) -> dict:
     "load_model の引数。分散学習ではプロセスごとに自分の GPU へ載せる（device_map='auto' は全部を GPU 0 に置く）"
     import torch
     kw = dict(quantization=recipe.quantization, precision=recipe.precision, gradient_checkpointing=recipe.gradient_checkpointing)
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and torch.cuda.is_available(): kw['device_map'] = {'': int(os.environ.get('LOCAL_RANK', '0'))}
+    if world_size() > 1 and torch.cuda.is_available():
+        kw['device_map'] = {'': int(os.environ.get('LOCAL_RANK', '0'))}
+        torch.cuda.set_device(kw['device_map'][''])   # メモリ計画の空き VRAM も自分の GPU で測る
     return kw
 
 def _load(recipe:DPORecipe, workdir:Path) -> tuple:
@@ -756,6 +763,8 @@ def _load(recipe:DPORecipe, workdir:Path) -> tuple:
     from colab_dpo.tiny import make_tiny_model, TINY_ARCHS
     target = models[0]
     tok_src = recipe.tokenizer or target
+    if not Path(str(tok_src)).expanduser().is_dir() and (why := _hub_problem()):
+        raise ConfigError('train.dry_run_no_tokenizer', field='tokenizer', model=str(tok_src), reason=why)
     arch = _arch_of(target) or _arch_of(tok_src)
     fallback = 'qwen2' if arch is None else 'llama'
     if arch not in TINY_ARCHS: warn('train.unknown_arch', arch=arch, fallback=fallback); arch = fallback
@@ -777,6 +786,7 @@ def _load_data(recipe:DPORecipe, tok, stats_rows:int|None=None, stats_max_length
     "選好データを読み、行数を絞って学習用と評価用に分ける。長さの統計は先頭 stats_rows 行（None なら全行）から"
     from colab_dpo import data as cdata
     kw = dict(tokenizer=tok, max_length=recipe.max_length, **(dict(format=recipe.data_format) if recipe.data_format else {}))
+    if recipe.data is not None: kw.update(max_rows=stats_rows or recipe.max_rows, seed=recipe.seed)   # 大きなデータ（Hub）は必要な行だけ、種つきで抜き取る
     pd = cdata.load_sample(**kw) if recipe.data is None else cdata.load_preferences(recipe.data, **kw)
     ds, n = pd.dataset, stats_rows or len(pd.dataset)
     if recipe.max_rows and len(ds) > recipe.max_rows: ds = ds.select(range(recipe.max_rows))
@@ -812,28 +822,25 @@ def _vram_budget(recipe:DPORecipe) -> float|None:
     "計画の VRAM 予算: GPU なら（空き＋このプロセスが確保済みの分）、レシピの vram_gb が小さければそちら。GPU がなければ None"
     import torch
     if not torch.cuda.is_available(): return None
+    if world_size() > 1:   # 全プロセスが同じ計画を選ぶように、測った空きではなく予算か GPU の総量から（違うマイクロバッチではステップ数がずれて止まる）
+        return recipe.vram_gb or torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory/GB
     free = (torch.cuda.mem_get_info()[0] + torch.cuda.memory_allocated()) / GB
     return min(free, recipe.vram_gb) if recipe.vram_gb else free
 
 # %% ../nbs/03_training.ipynb #fc2cc19c
-def _resolve_resume(recipe:DPORecipe, ckdir:Path) -> Path|None:
-    r = recipe.resume
-    if r is None: return None
-    if r == 'auto': return latest_checkpoint(ckdir)
-    p = Path(r).expanduser()
-    if p.name.startswith('checkpoint-') and p.is_dir():
-        ok, why = checkpoint_status(p)
-        if ok: return p
-        raise ConfigError('train.resume_missing', field='resume', reason=why)
-    if p.is_dir() and (found := latest_checkpoint(p)): return found
-    raise ConfigError('train.resume_missing', field='resume', reason=f'{p} に完全なチェックポイントがありません')
+def _resolve_resume(recipe:DPORecipe, ckdir:Path) -> Path|None: return resolve_resume(recipe.resume, ckdir)
 
-def _final_metrics(history:list) -> dict:
-    "ログの各指標の最後の値（メモリの項目は除く）"
+def _final_metrics(history:list, state=None) -> dict:
+    "ログの各指標の最後の値（メモリの項目は除く）。state があれば step・epoch はトレーナーの最終状態、train_loss は全ステップの平均"
     m = {}
     for rec in history:
         for k,v in rec.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith('mem/'): m[k] = v
+    if state is None: return m
+    m.update(step=state.global_step, epoch=state.epoch)
+    logs, prev, tot = [r for r in history if 'loss' in r and 'step' in r], 0, 0.0   # 再開した実行の train_loss は再開後の分しか数えないので、ログから出し直す
+    for r in logs: tot += r['loss'] * (r['step'] - prev); prev = r['step']
+    if logs and prev: m['train_loss'] = tot / prev
     return m
 
 def _target_plan(recipe:DPORecipe, info:dict, stats:dict) -> MemoryPlan|None:
@@ -925,7 +932,7 @@ def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, prec
     pre = _precompute_default(recipe, rows)
     settings = dict(per_device_train_batch_size=recipe.per_device_train_batch_size, gradient_accumulation_steps=recipe.gradient_accumulation_steps,
                     gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=bool(pre))
-    if recipe.dry_run: return _target_plan(target, info, stats), settings
+    if recipe.dry_run: return _per_rank(_target_plan(target, info, stats)), settings
     plan = plan_memory(model.config, quantization=recipe.quantization, precision=precision, lora_r=recipe.lora_r,
                        lora_targets=recipe.lora_targets, optim=recipe.optim, max_length=recipe.max_length, token_stats=stats,
                        micro_batch=recipe.per_device_train_batch_size, grad_accum=recipe.gradient_accumulation_steps,
@@ -935,13 +942,36 @@ def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, prec
         plan.reasons.append(f'学習はデータを {ref_passes(recipe, rows):.1f} 周するので、参照の log-prob を最初に 1 周だけ計算します（参照の順伝播が周回ごとに要らなくなる）')
     if plan.fits is False: warn('train.plan_no_fit', peak=plan.peak_gb, budget=plan.budget_gb, suggest=max(128, recipe.max_length // 2))
     if plan.fits is not None and recipe.auto_plan: settings = plan.dpo_args()
-    return plan, settings
+    return _per_rank(plan), settings
+
+def _per_rank(plan:MemoryPlan|None) -> MemoryPlan|None:
+    "計画は 1 プロセス（1 GPU）あたり。実効バッチにはプロセス数を掛ける"
+    if plan is not None: plan.world_size = world_size()
+    return plan
+
+def _reusable(trainer, model):
+    "OOM の後も同じ基盤モデルを使えるなら、注入された LoRA を外して返す。LoRA が残る・重みが有限でないなら None（読み直す）"
+    import torch
+    m = getattr(trainer, 'model', None) or model
+    m = getattr(m, 'module', m)                     # DDP などの包みを外す
+    if hasattr(m, 'peft_config') and hasattr(m, 'unload'): m = m.unload()   # マージせずに LoRA の層を外し、元の基盤モデルに戻す
+    if m is None or any('lora_' in n for n,_ in m.named_modules()): return None
+    return m if all(bool(torch.isfinite(p).all()) for p in m.parameters() if p.is_floating_point()) else None
+
+def _already_at_end(trainer, ck:Path|None, recipe:DPORecipe) -> bool:
+    "再開するチェックポイントがもう max_steps に達していれば、学習せずにその重みと状態を読むだけにする（transformers は 1 ステップ余計に学習する）"
+    if ck is None or recipe.max_steps <= 0 or int(ck.name.rsplit('-', 1)[1]) < recipe.max_steps: return False
+    from transformers import TrainerState
+    trainer._load_from_checkpoint(str(ck))
+    trainer.state = TrainerState.load_from_json(str(ck/'trainer_state.json'))
+    return True
 
 def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str,
                          info:dict, callbacks:list, extra:dict, fault:dict) -> dict:
-    "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから、モデルを読み直して続ける"
+    "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから続ける（基盤モデルは使い回し、壊れていれば読み直す）"
     # モデルは held（長さ 0 か 1 のリスト）から受け取る: 呼び出し側の変数に残ると、失敗したモデルが再試行の間も GPU に居座る
     resumed_from = resume_ck = _resolve_resume(recipe, ckdir)
+    if resume_ck and int(os.environ.get('RANK', '0')) == 0: print(msg('ckpt.resuming', step=resume_ck.name.rsplit('-', 1)[1], path=resume_ck))
     monitor, retries = MemoryMonitorCallback(verbose=False), []
     for attempt in range(recipe.oom_retries + 1):
         model = held.pop() if held else _reload(info, recipe)
@@ -949,7 +979,7 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
         try:
             trainer = _make_trainer(model, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, [monitor, watch, *callbacks], **extra)
             watch.guard = _StepGuard(trainer, fault)
-            trainer.train(resume_from_checkpoint=str(resume_ck) if resume_ck else None)
+            if not _already_at_end(trainer, resume_ck, recipe): trainer.train(resume_from_checkpoint=str(resume_ck) if resume_ck else None)
         except Exception as e:
             if not _is_oom(e): raise
             oom = dict(step=(trainer.state.global_step + 1) if trainer else 0, error=str(e).splitlines()[0][:200])
@@ -959,12 +989,15 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
         done = [p for p in watch.saved if checkpoint_status(p)[0]]
         resume_ck = done[-1] if done else resume_ck
         new = _next_settings(settings) if attempt < recipe.oom_retries else None
-        trainer = model = watch = None; _free_cuda()   # 失敗したトレーナーとモデルへの参照をすべて切ってから GPU を空ける
+        keep = _reusable(trainer, model) if new is not None else None   # 読み込み済みの重みはそのまま（読み直しは数十秒かかる）
+        trainer = model = watch = None; _free_cuda()   # 失敗したトレーナー・LoRA・活性化への参照をすべて切ってから GPU を空ける
+        if keep is not None: held.append(keep)
+        keep = None
         if new is None: raise TrainingError('train.oom', n=attempt, suggest=max(128, recipe.max_length // 2), ckpt=resume_ck or 'なし')
         warn('train.oom_retry', step=oom['step'], old_micro=settings['per_device_train_batch_size'], micro=new['per_device_train_batch_size'],
              old_accum=settings['gradient_accumulation_steps'], accum=new['gradient_accumulation_steps'],
              ckpt=resume_ck or '最初', n=attempt + 1, max=recipe.oom_retries)
-        retries.append(dict(step=oom['step'], error=oom['error'], resumed_from=str(resume_ck) if resume_ck else None, **new))
+        retries.append(dict(step=oom['step'], error=oom['error'], resumed_from=str(resume_ck) if resume_ck else None, reloaded=not held, **new))
         settings = new
 
 def _save_outputs(run:dict, run_dir:Path, recipe:DPORecipe, tok, eval_ds) -> Path:
@@ -978,6 +1011,50 @@ def _save_outputs(run:dict, run_dir:Path, recipe:DPORecipe, tok, eval_ds) -> Pat
         (run_dir/'log_history.json').write_text(json.dumps(_jsonable(trainer.state.log_history), ensure_ascii=False, indent=1))
     return adapter_dir
 
+# %% ../nbs/03_training.ipynb #b31af12e
+class _Progress(_Callback):
+    "中断されたときに何ステップ目だったかを言えるよう、進んだステップを覚える"
+    step = 0
+    def on_train_begin(self, args, state, control, **kw): self.step = state.global_step
+    def on_step_end(self, args, state, control, **kw): self.step = state.global_step
+
+def _disk_need_gb(recipe:DPORecipe) -> float:
+    "チェックポイント（LoRA の重み＋Adam の状態）× 残す数＋統合モデルの空きの見積もり。モデルが手元に無ければ小さな下限だけ"
+    src = Path(str((recipe.models or [''])[0])).expanduser()
+    if recipe.dry_run or not (src/'config.json').is_file(): return 0.01
+    shape = model_shape(src)
+    ck = _lora_params(shape, recipe.lora_r, recipe.lora_targets) * (4 + 4 + 8) * ((recipe.save_total_limit or 1) + 1)
+    merged = (shape.linear_params + shape.other_params) * 2 if recipe.merge else 0
+    return (ck + merged) / GB + 0.01
+
+def _check_dirs(recipe:DPORecipe) -> tuple[Path, Path]:
+    "出力とチェックポイントのフォルダが作れて書き込め、空きが足りるかを確かめる"
+    run_dir, ckdir, need = Path(recipe.output_dir).expanduser(), checkpoint_dir(recipe), _disk_need_gb(recipe)
+    check_writable(run_dir, need, 'output_dir'); check_writable(ckdir, need, 'checkpoint_dir')
+    return run_dir, ckdir
+
+def _hub_problem() -> str|None:
+    "Hub に届かない理由（届くなら None）。HF_HUB_OFFLINE を見て、だめなら 3 秒で接続を試す"
+    if os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on'): return 'HF_HUB_OFFLINE=1'
+    try: socket.create_connection(('huggingface.co', 443), timeout=3).close()
+    except OSError as e: return f'{type(e).__name__}: {e}'
+    return None
+
+def _check_push():
+    "アップロードはログインと接続を学習の前に確かめる（学習が終わってから落ちないように）"
+    import huggingface_hub
+    if (why := _hub_problem()): raise ConfigError('train.push_offline', field='push_to_hub', reason=why)
+    if not huggingface_hub.get_token(): raise ConfigError('train.push_no_token', field='push_to_hub')
+
+def _finished(run_dir:Path, ckdir:Path) -> TrainResult|None:
+    "完了済みの実行の結果を読み直す（ランカードが読めなければ None: 学習し直して書き直す）"
+    try: card = json.loads((run_dir/'run_card.json').read_text(encoding='utf-8'))
+    except (OSError, ValueError): return None
+    try: hist = json.loads((run_dir/'log_history.json').read_text(encoding='utf-8'))
+    except (OSError, ValueError): hist = []
+    merged = run_dir/'merged'
+    return TrainResult(run_dir, run_dir/'adapter', card.get('metrics', {}), hist, card, ckdir, merged if merged.is_dir() else None, None)
+
 # %% ../nbs/03_training.ipynb #c1dfa9dd
 def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、レシピファイル（YAML/JSON）、辞書。None なら既定のレシピ
               *, callbacks:list|None=None, # 追加の Trainer コールバック
@@ -985,10 +1062,29 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
               **overrides # レシピの項目の上書き（例: max_steps=20）
              ) -> TrainResult:
     "レシピどおりに DPO + LoRA で学習し、アダプター・ログ・ランカードを保存する（OOM・NaN・中断から回復する）"
-    import torch
-    target, t0 = _as_recipe(recipe_or_path, overrides), time.time()
-    if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()   # ピークはこの実行の分だけを測る
+    target = _as_recipe(recipe_or_path, overrides)
     recipe = _shrink_for_dry_run(target) if target.dry_run else target
+    main = int(os.environ.get('RANK', '0')) == 0
+    run_dir, ckdir = _check_dirs(recipe)   # モデルを読む前に: 書き込めるか、空きは足りるか、Hub に上げられるか
+    if recipe.push_to_hub: _check_push()
+    fp, progress, span = run_fingerprint(recipe), _Progress(), dict(max_steps=recipe.max_steps, num_train_epochs=recipe.num_train_epochs)
+    with RunLock(run_dir, active=main):   # ロックを取ってから前の学習を調べる（消すのもロックの内側だけ）
+        action, state = plan_run(run_dir, ckdir, recipe, fp, overwrite=recipe.overwrite, dry=not main)
+        if action == 'complete' and (done := _finished(run_dir, ckdir)) is not None:
+            if main: print(msg('ckpt.already_complete', folder=str(run_dir), step=state.get('global_step')))
+            return done
+        if main: write_run_state([run_dir, ckdir], fp, 'running', **span)
+        try: res = _train_run(target, recipe, [*(callbacks or []), progress], _fault)
+        except KeyboardInterrupt as e:
+            e.colab_dpo = dict(step=progress.step, ckpt=latest_checkpoint(ckdir, report=False)); raise
+        if main: write_run_state([run_dir, ckdir], fp, 'complete', global_step=res.metrics.get('step'), **span)
+    return res
+
+def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|None) -> TrainResult:
+    "`train_dpo` の本体（フォルダの確認とロックの内側）"
+    import torch
+    t0 = time.time()
+    if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()   # ピークはこの実行の分だけを測る
     run_dir = Path(recipe.output_dir).expanduser(); run_dir.mkdir(parents=True, exist_ok=True)
     precision = 'fp32' if recipe.dry_run else (recipe.precision or compat.decide_precision())
     extra = dict(use_cpu=True) if recipe.dry_run and torch.cuda.is_available() else {}   # ドライランは GPU があっても CPU で
@@ -1014,7 +1110,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
             (run_dir/'log_history.json').write_text(json.dumps(_jsonable(trainer.state.log_history), ensure_ascii=False, indent=1))
         raise _nan_error(watch.guard.bad, recipe, precision, good[-1] if good else None)
     adapter_dir = _save_outputs(run, run_dir, recipe, tok, eval_ds)
-    history, main, mon = trainer.state.log_history, trainer.is_world_process_zero(), run['monitor']
+    history, main, mon, final = trainer.state.log_history, trainer.is_world_process_zero(), run['monitor'], trainer.state
     merged = None
     if recipe.merge and main:
         run['trainer'] = run['watch'] = trainer = watch = None; _free_cuda()   # 学習したモデルを手放してから 16bit で読み直す
@@ -1022,7 +1118,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     card = run_card(recipe.replace(**run['settings'], group_by_length=grouped), info=info, precision=precision, plan=plan,
                     data=dict(report=data_report, token_stats=stats, train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0),
                     memory=dict(summary=mon.summary, **{f'{k}_gb': round(v, 3) for k,v in mon.peak.items()}),
-                    wall_time_s=time.time() - t0, metrics=_final_metrics(history), oom_retries=run['retries'], preflight=preflight,
+                    wall_time_s=time.time() - t0, metrics=_final_metrics(history, final), oom_retries=run['retries'], preflight=preflight,
                     resumed_from=str(run['resumed_from']) if run['resumed_from'] else None, world_size=int(os.environ.get('WORLD_SIZE', '1')),
                     base_model=info['source'], eval_data='eval_data.jsonl' if eval_ds is not None else None)
     if main:
@@ -1048,8 +1144,11 @@ def run_card(recipe:DPORecipe, # 実際に使ったレシピ
             ) -> dict:
     "ランカード（版、ハードウェア、精度、レシピ、データ統計、メモリ、所要時間、指標、ライセンス注記）の辞書を作る"
     import colab_dpo
+    from colab_dpo.registry import licence_summary
     env = compat.env_report()
-    card = dict(colab_dpo=colab_dpo.__version__, created=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+    lic = licence_summary(((facts.get('data') or {}).get('report') or {}).get('dataset'), _model_licence(info['model_id'], info.get('source')), info['model_id'])
+    for f in lic['flags']: warn(f['code'], stacklevel=3, **f['kw'])   # 継承・非商用の条件はアダプターにもかかる
+    card = dict(colab_dpo=colab_dpo.__version__, created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), licence=lic,
                 model=dict(**info, licence_note=_licence_note(info['model_id'], info.get('source'))),
                 environment=env, hardware=dict(gpu=env.get('gpu'), compute_capability=env.get('compute_capability'),
                                                vram_total_gb=env.get('vram_total_gb'), cpu=platform.processor() or platform.machine(),
@@ -1065,6 +1164,7 @@ def _md_table(rows) -> str: return '\n'.join(['| 項目 | 値 |', '|---|---|'] +
 def run_card_markdown(card:dict # `run_card` の結果
                      ) -> str: # 日本語の Markdown
     "ランカードを日本語の Markdown にする"
+    from colab_dpo.registry import licence_lines
     m, e, r, d = card['model'], card.get('environment', {}), card['recipe'], card.get('data', {})
     v = e.get('versions', {})
     st = d.get('token_stats', {})
@@ -1085,7 +1185,7 @@ def run_card_markdown(card:dict # `run_card` の結果
            '## メモリ', f"- 計画の推定ピーク: {plan['peak_gb']:.2f} GB" if plan else '- 計画: なし',
            f"- 実測: {mem.get('summary') or '—'}", *(f"- OOM からの再試行: {x['step']} ステップ目 → マイクロバッチ {x['per_device_train_batch_size']}" for x in card.get('oom_retries') or []), '',
            '## 最終指標', _md_table([(k, f'{met[k]:.4g}' if isinstance(met[k], float) else met[k]) for k in _MD_METRICS if k in met]) if met else 'なし', '',
-           '## ライセンス', m['licence_note'], '']
+           '## ライセンス', m['licence_note'], *licence_lines(card.get('licence')), '']
     return '\n'.join(out)
 
 def write_run_card(card:dict, # `run_card` の結果
@@ -1099,6 +1199,12 @@ def write_run_card(card:dict, # `run_card` の結果
     return j, m
 
 # %% ../nbs/03_training.ipynb #0733c719
+def _refuse_dry(run_dir:Path):
+    "ドライランの結果（ランダムなミニモデルのアダプター）は統合もアップロードもさせない"
+    try: dry = (json.loads((Path(run_dir)/'run_card.json').read_text(encoding='utf-8')).get('model') or {}).get('dry_run')
+    except (OSError, ValueError, AttributeError): dry = False
+    if dry: raise ConfigError('train.dry_run_result', path=str(run_dir))
+
 def merge_adapter(adapter_dir:str|Path, # LoRA アダプターのフォルダ
                   base:str|Path, # 基盤モデル（Hub ID かフォルダ）。量子化せずに読み直す
                   out_dir:str|Path, # 統合モデルの保存先
@@ -1108,6 +1214,7 @@ def merge_adapter(adapter_dir:str|Path, # LoRA アダプターのフォルダ
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from peft import PeftModel
+    _refuse_dry(Path(adapter_dir).parent)
     if dtype not in ('fp16', 'bf16'): raise ConfigError('train.bad_value', field='dtype', value=dtype, expected="'fp16' か 'bf16'")
     dt = dict(fp16=torch.float16, bf16=torch.bfloat16)[dtype]
     base_model = AutoModelForCausalLM.from_pretrained(str(base), **{_dtype_kw(): dt})
@@ -1123,7 +1230,7 @@ def push_run(run_dir:str|Path, # `train_dpo` の結果のフォルダ
              api=None # `huggingface_hub.HfApi` 互換（テスト用）。None なら保存済みのログイン情報を使う
             ) -> str: # リポジトリの URL
     "アダプターとランカードを Hub にアップロードする（トークンは表示も保存もしない）"
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir); _refuse_dry(run_dir)
     if api is None:
         import huggingface_hub
         if not huggingface_hub.get_token(): raise ConfigError('train.push_no_token', field='push_to_hub')
@@ -1140,7 +1247,7 @@ _CLI_KEYS = dict(model='models', tokenizer='tokenizer', data='data', output_dir=
                  batch_size='per_device_train_batch_size', grad_accum='gradient_accumulation_steps', learning_rate='learning_rate',
                  beta='beta', loss_type='loss_type', quantization='quantization', precision='precision', eval_ratio='eval_ratio',
                  max_rows='max_rows', seed='seed', resume='resume', checkpoint_dir='checkpoint_dir', save_steps='save_steps',
-                 logging_steps='logging_steps', preflight='preflight_steps', push_to_hub='push_to_hub', optim='optim')
+                 logging_steps='logging_steps', preflight='preflight_steps', push_to_hub='push_to_hub', optim='optim', overwrite='overwrite')
 _NONE_WORDS = ('none', 'null', 'no', 'off')
 
 def cli_recipe(config:str|None=None, profile:str|None=None, dry_run:bool=False, merge:bool=False, **flags) -> DPORecipe:
@@ -1150,6 +1257,7 @@ def cli_recipe(config:str|None=None, profile:str|None=None, dry_run:bool=False, 
         if isinstance(over.get(k), str) and over[k].lower() in _NONE_WORDS: over[k] = None
     if dry_run: over['dry_run'] = True
     if merge: over['merge'] = True
+    if over.get('overwrite') is False: del over['overwrite']
     if config: return DPORecipe.load(config, **({'profile': profile} if profile else {}), **over)
     if profile: return DPORecipe.from_profile(profile, **over)
     return DPORecipe(**over)
@@ -1186,11 +1294,17 @@ def train_cli(config:str=None, # レシピファイル（YAML/JSON）
               dry_run:bool=False, # ミニモデルで CPU 上の配線だけを確かめる
               merge:bool=False, # 16bit の統合モデルも保存する
               push_to_hub:str=None, # アップロード先の Hub リポジトリ ID
+              overwrite:bool=False, # output_dir の前の学習を消して最初から学習する
              ):
     "DPO + LoRA の学習を 1 コマンドで実行する（アダプター、ランカード、ログを出力フォルダに書く）"
     flags = {k: v for k,v in locals().items() if k in _CLI_KEYS}
     recipe = cli_recipe(config, profile, dry_run, merge, **flags)
-    res = train_dpo(recipe)
+    try: res = train_dpo(recipe)
+    except KeyboardInterrupt as e:   # Ctrl-C: トレースバックではなく、どこまで進んで、どう続けるか
+        p = getattr(e, 'colab_dpo', {})
+        ck = p['ckpt'] if 'ckpt' in p else latest_checkpoint(checkpoint_dir(recipe), report=False)   # 学習が始まる前の中断でも前のチェックポイントを言う
+        print(msg('ckpt.interrupted', step=p.get('step', 0), ckpt=ck.name) if ck else msg('ckpt.interrupted_fresh', step=p.get('step', 0)), file=sys.stderr)
+        sys.exit(130)
     if int(os.environ.get('RANK', '0')) == 0:
         print(res)
         print(f"ランカード: {res.run_dir/'run_card.md'}\nログ: {res.run_dir/'log_history.json'}")
