@@ -720,10 +720,11 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
                      callbacks:list|None=None, # transformers の TrainerCallback のリスト
                      cpu_compact:bool|None=None, # CPU で答えの位置だけを語彙に射影する（`cpu_compact_logprobs`）。None なら環境変数 COLAB_DPO_CPU_COMPACT（既定 1、0 で TRL のまま）
                      group_by_length:bool=False, # 長さの近いペアを同じマイクロバッチにまとめる（`group_pairs_by_length`）
+                     _spec=None,            # DPO 以外の手法（`colab_dpo.methods.find_method` の結果: caps、config_cls、trainer_cls、adapt、reference）
                      **dpo_args,            # 正準引数（`CANONICAL_ARGS`）と、インストール済み DPOConfig の任意のフィールド
                     ):                      # trl.DPOTrainer（`.colab_dpo_compat` に変換の記録）
     "インストール済みの TRL に合わせて DPOTrainer を作る。引数の名前と置き場所、データ形式、精度、版ごとのバグを吸収する"
-    caps = trl_caps()
+    caps = _spec.caps if _spec is not None else trl_caps()
     if caps is None: raise CompatError('compat.trl_missing')
     import torch, trl, transformers
     if isinstance(model, Path): model = str(model)
@@ -732,7 +733,8 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
         tokenizer = transformers.AutoTokenizer.from_pretrained(model)
     a = dict(dpo_args)
     if _is_peft_model(model) and peft_config is not None: raise CompatError('compat.peft_model_with_config', arg='peft_config')
-    if (not isinstance(model, str) and peft_config is None and not _is_peft_model(model) and not a.get('precompute_ref_log_probs')
+    needs_ref = _spec is None or _spec.reference
+    if (needs_ref and not isinstance(model, str) and peft_config is None and not _is_peft_model(model) and not a.get('precompute_ref_log_probs')
         and not getattr(model.config, '_name_or_path', '')): raise CompatError('compat.model_needs_path', arg='model')
     no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     if no_accel and not ({'use_cpu', 'no_cuda'} & set(a)): a['use_cpu'] = True
@@ -741,14 +743,17 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
     if cpu_compact is None: cpu_compact = os.environ.get('COLAB_DPO_CPU_COMPACT', '1') != '0'
     compact = cpu_compact_logprobs(bool(cpu_compact and (no_accel or a.get('use_cpu') or a.get('no_cuda'))))
     if plan.unsupported: warn('compat.unsupported_option', options=', '.join(plan.unsupported), trl=caps.trl_version, stacklevel=3)
-    train_ds, info = adapt_dataset(train_dataset, tokenizer, caps, plan.truncate_prompts)
-    eval_ds = None if eval_dataset is None else adapt_dataset(eval_dataset, tokenizer, caps, plan.truncate_prompts)[0]
+    adapt = _spec.adapt if _spec is not None else adapt_dataset
+    train_ds, info = adapt(train_dataset, tokenizer, caps, plan.truncate_prompts)
+    eval_ds = None if eval_dataset is None else adapt(eval_dataset, tokenizer, caps, plan.truncate_prompts)[0]
     tok, tok_fixes = _fix_tokenizer(tokenizer, caps)
-    cfg_cls = trl.DPOConfig if caps.has_dpoconfig else transformers.TrainingArguments
+    cfg_cls = _spec.config_cls if _spec is not None else trl.DPOConfig if caps.has_dpoconfig else transformers.TrainingArguments
+    trainer_cls = _spec.trainer_cls if _spec is not None else trl.DPOTrainer
+    ref_kw = dict(ref_model=None) if 'ref_model' in caps.trainer_params else {}
     leaked = os.environ.pop('ACCELERATE_MIXED_PRECISION', None)
     try:
         args = cfg_cls(**plan.config_kwargs)
-        trainer = trl.DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        trainer = trainer_cls(model=model, **ref_kw, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                  peft_config=peft_config, callbacks=callbacks, **{caps.tokenizer_kw: tok}, **plan.trainer_kwargs)
     finally:
         if leaked is None: os.environ.pop('ACCELERATE_MIXED_PRECISION', None)
@@ -763,6 +768,6 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
         unsupported=plan.unsupported, data=info, tokenizer_fixes=tok_fixes, trainable_cast_to_fp32=n32, cpu_compact_logprobs=compact,
         group_by_length=grouped,
         neutralised_env={'ACCELERATE_MIXED_PRECISION': leaked} if leaked else {},
-        reference='none (adapter disabled)' if peft_config is not None or _is_peft_model(model) else 'precomputed'
+        reference='none (reference-free method)' if not needs_ref else 'none (adapter disabled)' if peft_config is not None or _is_peft_model(model) else 'precomputed'
                   if a.get('precompute_ref_log_probs') else 'copy')
     return trainer
