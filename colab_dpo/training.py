@@ -63,7 +63,8 @@ register_messages({
 # %% ../nbs/03_training.ipynb #377a66cd
 _CHOICES = dict(quantization=(None, '4bit', '8bit'), precision=(None, 'fp16', 'bf16', 'fp32'),
                 loss_type=('sigmoid', 'hinge', 'ipo', 'robust', 'bco_pair', 'exo_pair', 'nca_pair', 'aot', 'aot_pair',
-                           'sppo_hard', 'apo_zero', 'apo_down', 'discopop', 'sft'))
+                           'sppo_hard', 'apo_zero', 'apo_down', 'discopop', 'sigmoid_norm', 'sft', 'kto', 'apo_zero_unpaired'),
+                method=('dpo', 'orpo', 'simpo', 'kto'))
 
 def _bad(name, value, expected): return ConfigError('train.bad_value', field=name, value=value, expected=expected)
 
@@ -78,6 +79,12 @@ def _coerce(name:str, value, tp):
         if isinstance(value, bool): return value
         if isinstance(value, str) and value.lower() in ('true','false','yes','no','1','0'): return value.lower() in ('true','yes','1')
         raise _bad(name, value, 'true か false を指定してください')
+    if 'list[float]' in kinds:
+        vs = value.split(',') if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+        try:
+            if not any(isinstance(v, bool) for v in vs): return [float(v) for v in vs]
+        except (TypeError, ValueError): pass
+        raise _bad(name, value, '数値のリストを指定してください')
     if 'list[str]' in kinds:
         if isinstance(value, str): return value if 'str' in kinds else [value]
         if isinstance(value, (list, tuple)) and all(isinstance(o, str) for o in value): return list(value)
@@ -112,8 +119,10 @@ class DPORecipe:
     lora_alpha:int=32  # LoRA のスケール α
     lora_dropout:float=0.05  # LoRA のドロップアウト
     lora_targets:str|list[str]='auto'  # LoRA を差す層（'auto' は注意と MLP の全線形層）
+    method:str='dpo'  # 手法: 'dpo'、'orpo'、'simpo'（参照なし・省メモリ）、'kto'（ペアでない 👍/👎 データ、ペアからも可）
     beta:float=0.1  # DPO の β（参照モデルからどれだけ離れてよいか。小さいほど大きく動く）
-    loss_type:str='sigmoid'  # DPO の損失の種類（TRL の名前のまま）
+    loss_type:str|list[str]='sigmoid'  # DPO の損失の種類（TRL の名前のまま）。リストなら重み付きの和（TRL 0.20 以降。'sft' で SFT を混ぜる）
+    loss_weights:list[float]|None=None  # loss_type がリストのときの重み（None なら全部 1）
     rpo_alpha:float|None=None  # RPO の NLL 項の重み（None で使わない）
     learning_rate:float=5e-5  # 学習率
     lr_scheduler_type:str='cosine'  # 学習率スケジュール
@@ -153,7 +162,10 @@ class DPORecipe:
     def __post_init__(self):
         for f in fields(self): setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
         for k,ch in _CHOICES.items():
-            if getattr(self, k) not in ch: raise _bad(k, getattr(self, k), f'{[c for c in ch]} のどれかにしてください')
+            v = getattr(self, k)
+            if any(x not in ch for x in (v if isinstance(v, list) else [v])) or v == []: raise _bad(k, v, f'{[c for c in ch]} のどれかにしてください')
+        if self.loss_weights is not None and len(self.loss_weights) != (len(self.loss_type) if isinstance(self.loss_type, list) else 1):
+            raise _bad('loss_weights', self.loss_weights, f'loss_type（{self.loss_type}）と同じ数にしてください')
         pos = ['lora_r','lora_alpha','learning_rate','max_length','max_prompt_length','per_device_train_batch_size',
                'gradient_accumulation_steps','logging_steps','save_steps','num_train_epochs','preflight_rows']
         for k in pos:
@@ -354,7 +366,8 @@ def estimate_memory(shape:ModelShape, # `model_shape` の結果
                     optim:str='paged_adamw_8bit', # オプティマイザー名（TRL/transformers の名前）
                     gradient_checkpointing:bool=True, # 勾配チェックポイント
                     precompute_ref:bool=False, # 参照の log-prob を事前計算するか
-                    fused_lm_head:bool=False # 融合 LM ヘッド（ロジットを作らない TRL）か
+                    fused_lm_head:bool=False, # 融合 LM ヘッド（ロジットを作らない TRL）か
+                    method:str='dpo' # 'dpo'・'orpo'・'simpo'（参照の順伝播なし）・'kto'（1 行 1 系列＋KL 用のずらしたバッチ）
                    ) -> dict: # 項目 → バイト数
     "学習 1 ステップのピーク GPU メモリを項目ごとに見積もる（バイト）"
     a = 4 if precision == 'fp32' else 2
@@ -364,14 +377,16 @@ def estimate_memory(shape:ModelShape, # `model_shape` の結果
     lora = n_lora * (4 + 4 + _OPT_BYTES.get(optim, 8))
     h, kv, I = shape.hidden, shape.kv_heads*shape.head_dim, shape.intermediate
     per_layer = 10*h + 2*kv + (5 if shape.gated else 3)*I
-    T = 2 * micro_batch * seq_len
+    T = (1 if method == 'kto' else 2) * micro_batch * seq_len   # KTO の 1 行は答え 1 つ
     acts = T*a*(shape.layers*h + per_layer) if gradient_checkpointing else T*a*shape.layers*per_layer
     attn = 2*micro_batch * shape.heads * seq_len**2 * (_ATTN_BYTES + (0 if gradient_checkpointing else 4*(shape.layers-1)))
     if fused_lm_head:   # タイルは逆伝播の活性化のピークと重ならない（実測でピークは重み＋LoRA＋活性化＋注意だけ）
         return dict(weights=weights, lora=lora, activations=acts, attention=attn, logits=0, ref_forward=0, overhead=0)
     logits = T*shape.vocab*4
-    return dict(weights=weights, lora=lora, activations=acts, attention=attn, logits=logits,
-                ref_forward=0 if precompute_ref else logits, overhead=_OVERHEAD)
+    d = dict(weights=weights, lora=lora, activations=acts, attention=attn, logits=logits,
+             ref_forward=0 if precompute_ref or method in ('orpo', 'simpo') else logits, overhead=_OVERHEAD)
+    if method == 'kto': d['kl_batch'] = logits   # KL 推定のための、勾配なしの方策の順伝播（ずらしたバッチ）
+    return d
 
 # %% ../nbs/03_training.ipynb #b51dd025
 _LABELS = dict(weights='重み', lora='LoRA（重み・勾配・オプティマイザー）', activations='活性化', attention='注意（L²）', logits='ロジット（fp32）',
@@ -409,6 +424,11 @@ class MemoryPlan:
                  '  内訳: ' + '、'.join(f'{_LABELS.get(k, k)} {v:.2f}' for k,v in self.breakdown.items())]
         return '\n'.join(lines + [f'  ・{r}' for r in self.reasons])
 
+# %% ../nbs/03_training.ipynb #a7e3b1c2
+register_messages({'train.plan_no_reference': dict(
+    ja='{method} は参照モデルを使わないので、参照の順伝播と事前計算は見積もりに入れません',
+    en='{method} has no reference model, so no reference forward pass or precomputation is counted')})
+
 # %% ../nbs/03_training.ipynb #5d4c8e16
 def _free_vram_gb() -> float|None:
     import torch
@@ -427,11 +447,12 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
                 vram_gb:float|None=None, # 空き VRAM（None なら実測、GPU がなければ見積もりのみ）
                 margin:float=0.1, # 残す余裕の割合
                 max_micro_batch:int=8, # マイクロバッチの上限
-                fused_lm_head:bool|None=None # 融合 LM ヘッドの TRL か（None ならインストール済みの TRL を調べる）
+                fused_lm_head:bool|None=None, # 融合 LM ヘッドの TRL か（None ならインストール済みの TRL を調べる）
+                method:str='dpo' # 'dpo'・'orpo'・'simpo'・'kto'（`estimate_memory` の手法ごとの項）
                ) -> MemoryPlan:
     "空き VRAM に収まるマイクロバッチ・勾配蓄積・参照の事前計算を選び、理由付きの計画を返す"
     shape = model_config if isinstance(model_config, ModelShape) else model_shape(model_config)
-    fused = _fused_lm_head_available() if fused_lm_head is None else fused_lm_head
+    fused = (_fused_lm_head_available() and method == 'dpo') if fused_lm_head is None else fused_lm_head   # 融合ヘッドを使うのは DPO だけ
     longest = (token_stats or {}).get('pair_max')
     L = min(max_length, longest) if longest else max_length
     E = micro_batch * grad_accum
@@ -441,7 +462,7 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
     vram = _free_vram_gb() if vram_gb is None else vram_gb
     est = lambda m, gc, pre: estimate_memory(shape, seq_len=L, micro_batch=m, quantization=quantization, precision=precision,
                                              lora_r=lora_r, lora_targets=lora_targets, optim=optim, gradient_checkpointing=gc,
-                                             precompute_ref=pre, fused_lm_head=fused)
+                                             precompute_ref=pre, fused_lm_head=fused, method=method)
     def mk(m, gc, pre, budget, fits):
         b = est(m, gc, pre)
         return MemoryPlan(m, E//m, gc, pre, L, sum(b.values())/GB, budget, fits, {k: v/GB for k,v in b.items()}, reasons, fused)
@@ -449,8 +470,9 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
         reasons.append('GPU がないので、指定の設定のまま見積もりだけを示します')
         return mk(micro_batch, gradient_checkpointing, bool(precompute_ref_log_probs), None, None)
     budget = vram * (1 - margin)
-    pres = [False, True] if precompute_ref_log_probs is None else [precompute_ref_log_probs]
-    micros = [m for m in range(min(E, max_micro_batch), 0, -1) if E % m == 0]
+    pres = [False] if method in ('orpo', 'simpo') else [False, True] if precompute_ref_log_probs is None else [precompute_ref_log_probs]
+    micros = [m for m in range(min(E, max_micro_batch), 0, -1) if E % m == 0 and (m >= 2 or method != 'kto' or E < 2)]   # KTO の KL はバッチ 2 以上
+    if method in ('orpo', 'simpo'): reasons.append(msg('train.plan_no_reference', method=method))
     for gc in ([True] if gradient_checkpointing else [False, True]):
         for m in micros:
             for pre in pres:
@@ -469,7 +491,7 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
                     reasons.append(f'参照モデルの log-prob を学習前に計算し、学習中の参照の順伝播（{p.breakdown["logits"]:.2f} GB）を省きます')
                 elif not pre: reasons.append('参照の log-prob は学習中に計算します（収まるので、事前計算の待ち時間を省きます）')
                 return p
-    p = mk(1, True, True if precompute_ref_log_probs is None else precompute_ref_log_probs, budget, False)
+    p = mk(micros[-1] if micros else 1, True, pres[-1], budget, False)
     grow = p.breakdown['activations'] + p.breakdown['attention'] + p.breakdown['logits']   # 系列長とともに増える分（L² の項もおおまかに比例で）
     fixed, per_tok = p.peak_gb*GB - grow*GB, grow*GB / L
     suggest = max(128, int((budget*GB - fixed) / per_tok) // 128 * 128) if per_tok else L
@@ -806,6 +828,7 @@ def _dpo_args(recipe:DPORecipe, settings:dict, ckdir:Path, precision:str, has_ev
              logging_nan_inf_filter=False, **settings)   # NaN をログで平均値に置き換えず、そのまま見せる
     if has_eval: d['eval_steps'] = eval_steps
     if recipe.rpo_alpha is not None: d['rpo_alpha'] = recipe.rpo_alpha
+    if recipe.loss_weights is not None: d['loss_weights'] = recipe.loss_weights
     return {**d, **extra}
 
 def _vram_budget(recipe:DPORecipe) -> float|None:
@@ -849,7 +872,7 @@ def _target_plan(recipe:DPORecipe, info:dict, stats:dict) -> MemoryPlan|None:
                            max_length=recipe.max_length, micro_batch=recipe.per_device_train_batch_size,
                            grad_accum=recipe.gradient_accumulation_steps, gradient_checkpointing=True,
                            precompute_ref_log_probs=recipe.precompute_ref_log_probs, token_stats=stats,
-                           vram_gb=recipe.vram_gb or PROFILES['t4']['vram_gb'], margin=recipe.vram_margin)
+                           vram_gb=recipe.vram_gb or PROFILES['t4']['vram_gb'], margin=recipe.vram_margin, method=recipe.method)
     return None
 
 def _shrink_for_dry_run(r:DPORecipe) -> DPORecipe:
@@ -878,9 +901,10 @@ def _make_trainer(model, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict
     from transformers import set_seed
     set_seed(recipe.seed)
     lora = loading.lora_config(model, r=recipe.lora_r, alpha=recipe.lora_alpha, dropout=recipe.lora_dropout, targets=recipe.lora_targets)
-    return compat.make_dpo_trainer(model, tok, train_ds, eval_dataset=eval_ds, peft_config=lora, callbacks=callbacks,
-                                   group_by_length=_group_by_length(recipe, settings),
-                                   **_dpo_args(recipe, settings, ckdir, precision, eval_ds is not None, **extra))
+    from colab_dpo.methods import make_trainer
+    return make_trainer(model, tok, train_ds, method=recipe.method, eval_dataset=eval_ds, peft_config=lora, callbacks=callbacks,
+                        group_by_length=_group_by_length(recipe, settings) and recipe.method != 'kto',
+                        **_dpo_args(recipe, settings, ckdir, precision, eval_ds is not None, **extra))
 
 def _preflight(model, tok, train_ds, recipe:DPORecipe, settings:dict, precision:str, extra:dict, fault:dict):
     "最長の数行で数ステップだけ走らせ、データ・テンプレート・メモリ・損失を確かめる（保存はしない）"
@@ -917,6 +941,7 @@ def ref_passes(recipe:DPORecipe, # レシピ
 
 def _precompute_default(recipe:DPORecipe, rows:int) -> bool|None:
     "precompute_ref_log_probs が None のときの既定: 2 周以上なら事前計算（参照の順伝播は 1 周で済む）。それ以外は計画に任せる"
+    if recipe.method in ('orpo', 'simpo'): return False   # 参照モデルが無い
     if recipe.precompute_ref_log_probs is not None: return recipe.precompute_ref_log_probs
     return True if ref_passes(recipe, rows) >= 2 else None
 
@@ -925,12 +950,14 @@ def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, prec
     pre = _precompute_default(recipe, rows)
     settings = dict(per_device_train_batch_size=recipe.per_device_train_batch_size, gradient_accumulation_steps=recipe.gradient_accumulation_steps,
                     gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=bool(pre))
+    if recipe.method == 'kto' and settings['per_device_train_batch_size'] < 2:   # KTO の KL 項はマイクロバッチ内でずらして推定する
+        settings.update(per_device_train_batch_size=2, gradient_accumulation_steps=max(1, settings['gradient_accumulation_steps'] // 2))
     if recipe.dry_run: return _target_plan(target, info, stats), settings
     plan = plan_memory(model.config, quantization=recipe.quantization, precision=precision, lora_r=recipe.lora_r,
                        lora_targets=recipe.lora_targets, optim=recipe.optim, max_length=recipe.max_length, token_stats=stats,
                        micro_batch=recipe.per_device_train_batch_size, grad_accum=recipe.gradient_accumulation_steps,
                        gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=pre,
-                       vram_gb=_vram_budget(recipe), margin=recipe.vram_margin)
+                       vram_gb=_vram_budget(recipe), margin=recipe.vram_margin, method=recipe.method)
     if pre and recipe.precompute_ref_log_probs is None:
         plan.reasons.append(f'学習はデータを {ref_passes(recipe, rows):.1f} 周するので、参照の log-prob を最初に 1 周だけ計算します（参照の順伝播が周回ごとに要らなくなる）')
     if plan.fits is False: warn('train.plan_no_fit', peak=plan.peak_gb, budget=plan.budget_gb, suggest=max(128, recipe.max_length // 2))
