@@ -551,18 +551,26 @@ def _canon_names(args:dict) -> dict:
     return a
 
 # %% ../nbs/00_compat.ipynb #f51049e3
+register_messages({'compat.loss_weights_length': dict(ja='loss_weights（{n} 個）は loss_type（{m} 個）と同じ数にしてください',
+                                                      en='loss_weights ({n}) must have as many entries as loss_type ({m})')})
+
 def _map_loss(a:dict, caps:TRLCaps, put, tl:dict, unsup:list):
     lt, rpo, w = a.pop('loss_type'), a.pop('rpo_alpha', None), a.pop('loss_weights', None)
     lts = [lt] if isinstance(lt, str) else list(lt)
+    if w is not None and len(w) != len(lts): raise ConfigError('compat.loss_weights_length', n=len(w), m=len(lts), arg='loss_weights')
+    if caps.loss_types and (bad := [x for x in lts if x not in caps.loss_types and x != 'sft']):   # 'sft' は rpo_alpha に言い換えられることがある
+        raise CompatError('compat.unsupported_value', trl=caps.trl_version, option='loss_type', value=bad[0], allowed=', '.join(caps.loss_types))
     if caps.loss_type_list:
         if rpo is not None:
             w = list(w or [1.0]*len(lts)) + [float(rpo)]; lts.append('sft'); tl['rpo_alpha'] = "loss_type+=['sft'], loss_weights"
         put('loss_type', lts)
         if w is not None: put('loss_weights', list(w))
         return
-    if len(lts) == 2 and lts[1] == 'sft' and rpo is None and ('rpo_alpha' in caps.config_fields or 'rpo_alpha' in caps.trainer_params):
+    if (len(lts) == 2 and lts[1] == 'sft' and rpo is None and (w is None or w[0] == 1) and
+        ('rpo_alpha' in caps.config_fields or 'rpo_alpha' in caps.trainer_params)):
         rpo, lts = (w or [1.0, 1.0])[1], lts[:1]; tl['loss_type'] = "['sft'] → rpo_alpha"   # 新しい書き方を古い TRL へ
-    elif w is not None: unsup.append('loss_weights')
+    elif w is not None and any(x != 1 for x in w):   # 重みを落とすと別の損失になるので、警告ではなくエラー
+        raise CompatError('compat.unsupported_value', trl=caps.trl_version, option='loss_weights', value=list(w), allowed='1.0')
     if len(lts) > 1 or (caps.loss_types and lts[0] not in caps.loss_types):
         raise CompatError('compat.unsupported_value', trl=caps.trl_version, option='loss_type', value=lts if len(lts) > 1 else lts[0],
                           allowed=', '.join(caps.loss_types or ('one string',)))

@@ -427,7 +427,9 @@ class MemoryPlan:
 # %% ../nbs/03_training.ipynb #a7e3b1c2
 register_messages({'train.plan_no_reference': dict(
     ja='{method} は参照モデルを使わないので、参照の順伝播と事前計算は見積もりに入れません',
-    en='{method} has no reference model, so no reference forward pass or precomputation is counted')})
+    en='{method} has no reference model, so no reference forward pass or precomputation is counted'),
+    'train.unpaired_needs_kto': dict(ja='データはペアでない評価（prompt・completion・label）です。この形を学習できるのは method="kto" だけです（今は {method}）',
+                                     en='The data is unpaired feedback (prompt, completion, label). Only method="kto" can train on it (now {method})')})
 
 # %% ../nbs/03_training.ipynb #5d4c8e16
 def _free_vram_gb() -> float|None:
@@ -804,6 +806,9 @@ def _load_data(recipe:DPORecipe, tok, stats_rows:int|None=None, stats_max_length
     if recipe.max_rows and len(ds) > recipe.max_rows: ds = ds.select(range(recipe.max_rows))
     tl = (getattr(pd, 'lengths', None) or {}).get('tokens')
     L = stats_max_length or recipe.max_length
+    if tl is not None and 'completion' in tl:   # ペアでない評価（KTO）: 1 行が答え 1 つ
+        if recipe.method != 'kto': raise ConfigError('train.unpaired_needs_kto', field='method', method=recipe.method)
+        tl = dict(prompt=tl['prompt'], chosen=tl['completion'], rejected=tl['completion'])
     stats = (_stats_from_lengths(tl['prompt'][:n], (tl['prompt'] + _np_max(tl['chosen'], tl['rejected']))[:n], L)
              if tl is not None else token_stats(ds, tok, L))   # data が数えた長さがあれば使う（速い）
     ev = None
