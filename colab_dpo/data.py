@@ -1082,6 +1082,7 @@ class UnpairedData(PreferenceData):
         out = [('**' if md else '') + _t('head', total=r['rows_total'], valid=r['rows_valid'], fmt=r['format'], desc=r['format_description']) + ('**' if md else '')]
         if r['issue_counts']: out.append(li + _t('skipped', n=sum(r['issue_counts'].values()), codes=', '.join(f'{k} ×{v}' for k,v in r['issue_counts'].items())))
         out.append(li + _t('kto_share', x=s['desirable_ratio'], d=s['desirable'], u=s['undesirable']))
+        if not 0.25 <= s['desirable_ratio'] <= 0.75 and r['rows_valid'] >= 20: out.append(li + _t('kto_skew', w=round(s['desirable'] / max(s['undesirable'], 1), 2)))
         out.append(li + _t('kto_balance', n=s['prompts'], both=s['prompts_both'], good=s['prompts_only_desirable'], bad=s['prompts_only_undesirable']))
         k = 'tokens' if s.get('tokens') else 'chars'
         out.append(li + f"{_t(k)} ({_t('stat')}): " + ', '.join(f + ' {mean:g}/{median:g}/{p95:g}/{max}'.format(**s[k][f]) for f in ('prompt', 'completion')))
@@ -1091,6 +1092,8 @@ class UnpairedData(PreferenceData):
         return '\n'.join(out)
 
 _L.update(kto_share=('望ましい行（label=True）の割合: {x:.0%}（{d} 行 / 望ましくない行 {u} 行）', 'Desirable rows (label=True): {x:.0%} ({d} rows / {u} undesirable)'),
+          kto_skew=('⚠ 望ましい行と望ましくない行の数が偏っています。KTO では undesirable_weight を {w}（望ましい行数 ÷ 望ましくない行数）前後にして釣り合わせましょう',
+                    '⚠ Desirable and undesirable rows are unbalanced. For KTO, set undesirable_weight to about {w} (desirable ÷ undesirable rows)'),
           kto_balance=('プロンプト {n} 個のうち、両方の評価を持つもの {both}、望ましい答えだけ {good}、望ましくない答えだけ {bad}',
                        '{n} prompts: {both} with both labels, {good} desirable only, {bad} undesirable only'))
 
