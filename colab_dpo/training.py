@@ -161,6 +161,7 @@ class DPORecipe:
 
     def __post_init__(self):
         for f in fields(self): setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
+        if isinstance(self.loss_type, str) and ',' in self.loss_type: self.loss_type = [x.strip() for x in self.loss_type.split(',')]   # CLI・YAML の 'sigmoid,sft'
         for k,ch in _CHOICES.items():
             v = getattr(self, k)
             if any(x not in ch for x in (v if isinstance(v, list) else [v])) or v == []: raise _bad(k, v, f'{[c for c in ch]} のどれかにしてください')
@@ -1172,7 +1173,8 @@ _CLI_KEYS = dict(model='models', tokenizer='tokenizer', data='data', output_dir=
                  batch_size='per_device_train_batch_size', grad_accum='gradient_accumulation_steps', learning_rate='learning_rate',
                  beta='beta', loss_type='loss_type', quantization='quantization', precision='precision', eval_ratio='eval_ratio',
                  max_rows='max_rows', seed='seed', resume='resume', checkpoint_dir='checkpoint_dir', save_steps='save_steps',
-                 logging_steps='logging_steps', preflight='preflight_steps', push_to_hub='push_to_hub', optim='optim')
+                 logging_steps='logging_steps', preflight='preflight_steps', push_to_hub='push_to_hub', optim='optim',
+                 method='method', loss_weights='loss_weights')
 _NONE_WORDS = ('none', 'null', 'no', 'off')
 
 def cli_recipe(config:str|None=None, profile:str|None=None, dry_run:bool=False, merge:bool=False, **flags) -> DPORecipe:
@@ -1203,7 +1205,9 @@ def train_cli(config:str=None, # レシピファイル（YAML/JSON）
               grad_accum:int=None, # 勾配蓄積
               learning_rate:float=None, # 学習率
               beta:float=None, # DPO の β
-              loss_type:str=None, # 損失の種類
+              loss_type:str=None, # 損失の種類（カンマ区切りで重み付きの和: sigmoid,sft）
+              loss_weights:str=None, # loss_type が複数のときの重み（例: 1,0.2）
+              method:str=None, # 手法: dpo、orpo、simpo、kto
               quantization:str=None, # 4bit、8bit、none
               precision:str=None, # fp16、bf16、fp32
               optim:str=None, # オプティマイザー
