@@ -1000,6 +1000,13 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
         retries.append(dict(step=oom['step'], error=oom['error'], resumed_from=str(resume_ck) if resume_ck else None, **new))
         settings = new
 
+def _pref_eval_data(eval_ds):
+    "選好の正解率に使う保留のペア。ペアでない評価（KTO）は同じプロンプトの 👍/👎 を組にし、作れなければ None"
+    if eval_ds is None or 'completion' not in eval_ds.column_names: return eval_ds
+    from datasets import Dataset
+    from colab_dpo.methods import kto_eval_pairs
+    return Dataset.from_list(p) if (p := kto_eval_pairs(eval_ds)) else None
+
 def _save_outputs(run:dict, run_dir:Path, recipe:DPORecipe, tok, eval_ds) -> Path:
     "アダプター（＋トークナイザー）、実際に使ったレシピ、評価用データ、ログを書く"
     trainer, adapter_dir = run['trainer'], run_dir/'adapter'
@@ -1007,7 +1014,7 @@ def _save_outputs(run:dict, run_dir:Path, recipe:DPORecipe, tok, eval_ds) -> Pat
     if trainer.is_world_process_zero():
         tok.save_pretrained(adapter_dir)
         recipe.replace(**run['settings']).save(run_dir/'recipe.yaml')
-        if eval_ds is not None: eval_ds.to_json(str(run_dir/'eval_data.jsonl'), force_ascii=False)   # 評価モジュールが選好の正解率に使う
+        if (ev := _pref_eval_data(eval_ds)) is not None: ev.to_json(str(run_dir/'eval_data.jsonl'), force_ascii=False)   # 評価モジュールが選好の正解率に使う
         (run_dir/'log_history.json').write_text(json.dumps(_jsonable(trainer.state.log_history), ensure_ascii=False, indent=1))
     return adapter_dir
 
@@ -1057,7 +1064,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
                     memory=dict(summary=mon.summary, **{f'{k}_gb': round(v, 3) for k,v in mon.peak.items()}),
                     wall_time_s=time.time() - t0, metrics=_final_metrics(history), oom_retries=run['retries'], preflight=preflight,
                     resumed_from=str(run['resumed_from']) if run['resumed_from'] else None, world_size=int(os.environ.get('WORLD_SIZE', '1')),
-                    base_model=info['source'], eval_data='eval_data.jsonl' if eval_ds is not None else None)
+                    base_model=info['source'], eval_data='eval_data.jsonl' if _pref_eval_data(eval_ds) is not None else None)
     if main:
         write_run_card(card, run_dir)
         if mon.summary: print(mon.summary)
