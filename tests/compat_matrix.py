@@ -14,7 +14,7 @@ torch==2.13.0 とセルの pins（+ bitsandbytes、rich、fastcore）を入れ�
 入れるので、.pyc は import したものだけがその時に作られます。
 colab_dpo 自体は PYTHONPATH で渡します（venv ごとのビルドが要らない）。
 
-venv の中で `tests/compat_worker.py` を実行し、ケース（plain / conversational / implicit / 4bit）ごとの結果を JSON で
+venv の中で `tests/compat_worker.py` を実行し、ケース（plain / conversational / implicit / 4bit / orpo / simpo / kto）ごとの結果を JSON で
 受け取って、セル × ケースの表を出します。1 セルでも失敗すれば終了コード 1。
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ CELLS: dict[str, list[str]] = {
     'trl-1.16.0': ['trl==1.16.0', 'transformers==5.24.0', 'peft==0.21.2', 'accelerate==1.15.0', 'datasets==5.2.0'],
     'trl-1.16.0-tf4': ['trl==1.16.0', 'transformers==4.57.6', 'peft==0.21.2', 'accelerate==1.15.0', 'datasets>=4.7,<5'],
 }
-CASES = ['plain', 'conversational', 'implicit', '4bit']
+CASES = ['plain', 'conversational', 'implicit', '4bit', 'orpo', 'simpo', 'kto']
 
 def cache_root() -> Path:
     return Path(os.environ.get('COLAB_DPO_MATRIX_CACHE') or Path.home()/'.cache'/'colab-dpo'/'matrix')

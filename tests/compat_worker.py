@@ -5,7 +5,7 @@
 import するのは colab_dpo.compat と colab_dpo.tiny だけ（data/training/eval は新しいライブラリを要ることがあるため）。
 
 ケース: plain（テキスト）、conversational（会話、rpo_alpha 付き）、implicit（暗黙のプロンプト、長さでまとめる sampler 付き）、4bit（bitsandbytes の CPU 4-bit、
-transformers >= 4.53 のときだけ）。各ケースで確かめること: 損失が記録されて下がった、rewards/accuracies が記録された、
+transformers >= 4.53 のときだけ）、orpo・simpo・kto（`colab_dpo.methods.make_trainer`。その版の TRL に無い手法は n/a、KTO はペアでない行で）。各ケースで確かめること: 損失が記録されて下がった、rewards/accuracies が記録された、
 LoRA の重みが変わり元の重みは変わらない、参照モデルのコピーが無い。
 """
 from __future__ import annotations
@@ -88,10 +88,40 @@ def run_case(case:str, tiny:Path) -> dict:
                 unsupported=c['unsupported'], data=c['data'], tokenizer_fixes=c['tokenizer_fixes'],
                 warnings=[getattr(w, 'code', '') for w in cw])
 
+METHODS = ('orpo', 'simpo', 'kto')
+
+def run_method(case:str, tiny:Path) -> dict:
+    "DPO 以外の手法: 損失が記録され有限、LoRA だけが変わる（KTO はペアでない 👍/👎 の行で）"
+    import math, torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from peft import LoraConfig
+    from colab_dpo.methods import make_trainer, find_method
+    from colab_dpo.compat import CompatError
+    try: find_method(case)
+    except CompatError as e: return dict(status='n/a', reason=str(e)[:300])
+    tok = AutoTokenizer.from_pretrained(tiny)
+    data = ([dict(prompt=p, completion=c, label=True) for p, c, _ in PAIRS] + [dict(prompt=p, completion=r, label=False) for p, _, r in PAIRS]
+            if case == 'kto' else DATA['plain'])
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'], task_type='CAUSAL_LM')
+    trainer = make_trainer(AutoModelForCausalLM.from_pretrained(tiny), tok, data * 2, method=case, peft_config=lora, precision='fp32', max_steps=5,
+                           learning_rate=5e-3, lr_scheduler_type='constant', per_device_train_batch_size=8, logging_steps=1, save_strategy='no',
+                           seed=0, max_length=128, max_prompt_length=64)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    losses = [h['loss'] for h in trainer.state.log_history if 'loss' in h]
+    check(len(losses) >= 5 and all(math.isfinite(x) for x in losses), f"losses: {losses}")
+    after = dict(trainer.model.named_parameters())
+    changed = [n for n in before if not torch.equal(before[n], after[n].detach())]
+    check(changed and all('lora_' in n for n in changed), f"changed: {changed[:3]}")
+    c = trainer.colab_dpo_compat
+    keys = sorted({k for h in trainer.state.log_history for k in h if '/' in k or k in ('kl', 'nll_loss', 'log_odds_ratio', 'log_odds_chosen')})
+    return dict(status='ok', losses=[round(x, 4) for x in losses], trainer=c['trainer_class'], place=c['place'], metrics=keys,
+                translated=c['translated'], unsupported=c['unsupported'])
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--out', type=Path, required=True, help='JSON result file')
-    p.add_argument('--cases', nargs='+', default=['plain', 'conversational', 'implicit', '4bit'])
+    p.add_argument('--cases', nargs='+', default=['plain', 'conversational', 'implicit', '4bit', *METHODS])
     a = p.parse_args(argv)
     import torch
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '1')))
@@ -105,7 +135,7 @@ def main(argv=None) -> int:
         if case == '4bit' and (not vers['bitsandbytes'] or _vt(vers['transformers']) < (4, 53, 0)):
             r = dict(status='n/a', reason=f"transformers {vers['transformers']} < 4.53 cannot load 4-bit on CPU")
         else:
-            try: r = run_case(case, tiny)
+            try: r = run_method(case, tiny) if case in METHODS else run_case(case, tiny)
             except Exception as e:   # 1 ケースの失敗を記録して次のケースへ（表に理由を出すため）
                 r = dict(status='fail', reason=f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}",
                          traceback=traceback.format_exc()[-3000:])
