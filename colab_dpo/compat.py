@@ -93,16 +93,20 @@ def exception_chain(e:BaseException # たどる例外
     return out
 
 # %% ../nbs/00_compat.ipynb #cdbf46b8
+register_messages({'cli.error': dict(ja='エラー [{err}]: {text}', en='error [{err}]: {text}')})
+
 def cli_errors(f):
-    "CLI の入口を包み、`ColabDPOError` を日本語のメッセージと終了コードに変えるデコレーター"
+    "CLI の入口を包み、`ColabDPOError` を日本語のメッセージと終了コードに、読み手が先に閉じたパイプ（`--json | head`）を静かな終了に変えるデコレーター"
     if getattr(f, '__wrapped__', None) and getattr(f, '__code__', None) and f.__code__.co_filename == inspect.getfile(call_parse):
         return call_parse(cli_errors(f.__wrapped__))  # `@cli_errors` が `@call_parse` の上でも、引数の解析を壊さない
     @functools.wraps(f)
     def _f(*args, **kwargs):
-        try: return f(*args, **kwargs)
+        try: r = f(*args, **kwargs); sys.stdout.flush(); return r   # flush もここで: 出力が短いと終了時に BrokenPipeError が出る
         except ColabDPOError as e:
-            print(f"エラー [{e.code}]: {e.message}" if lang()=='ja' else f"error [{e.code}]: {e.message}", file=sys.stderr)
+            print(msg('cli.error', err=e.code, text=e.message), file=sys.stderr)
             sys.exit(2 if isinstance(e, ConfigError) else 1)
+        except BrokenPipeError:   # `| head` が先に閉じた: 残りの出力は捨てて静かに終わる
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); sys.exit(0)
     return _f
 
 # %% ../nbs/00_compat.ipynb #f5827aaa
@@ -736,7 +740,8 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
         and not getattr(model.config, '_name_or_path', '')): raise CompatError('compat.model_needs_path', arg='model')
     no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     if no_accel and not ({'use_cpu', 'no_cuda'} & set(a)): a['use_cpu'] = True
-    a.setdefault('output_dir', tempfile.mkdtemp(prefix='colab-dpo-'))
+    tmp_out = None if 'output_dir' in a else tempfile.mkdtemp(prefix='colab-dpo-')
+    if tmp_out: a['output_dir'] = tmp_out   # 出力先の指定が無いときの一時フォルダは、トレーナーと一緒に消す（下の finalize）
     plan = plan_dpo_args(caps, **a)
     if cpu_compact is None: cpu_compact = os.environ.get('COLAB_DPO_CPU_COMPACT', '1') != '0'
     compact = cpu_compact_logprobs(bool(cpu_compact and (no_accel or a.get('use_cpu') or a.get('no_cuda'))))
@@ -765,4 +770,7 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
         neutralised_env={'ACCELERATE_MIXED_PRECISION': leaked} if leaked else {},
         reference='none (adapter disabled)' if peft_config is not None or _is_peft_model(model) else 'precomputed'
                   if a.get('precompute_ref_log_probs') else 'copy')
+    if tmp_out:
+        import shutil, weakref
+        weakref.finalize(trainer, shutil.rmtree, tmp_out, ignore_errors=True)
     return trainer

@@ -1039,7 +1039,7 @@ def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_
 # %% ../nbs/04_eval.ipynb #32db024a
 @call_parse
 @cli_errors
-def eval_cli(run_dir:str=None,        # colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）
+def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）。無ければ eval.missing_run_dir
              prompts:str=None,        # プロンプト集: 'ja'（既定）、'elyza'、'mt-bench'、またはファイル（.txt/.jsonl/.json/.csv）
              data:str=None,           # 保留の選好データ（JSONL など。無ければ run_card の eval_data）
              max_new_tokens:int=128,  # 回答の最大トークン数
