@@ -693,28 +693,19 @@ def _as_recipe(recipe_or_path, overrides:dict) -> DPORecipe:
     if isinstance(recipe_or_path, dict): return DPORecipe.from_dict({**recipe_or_path, **overrides})
     return DPORecipe.load(recipe_or_path, **overrides)
 
-def _get(obj, *keys, default=None):
-    "辞書でもオブジェクトでも、最初に見つかった値を返す"
-    for k in keys:
-        v = obj.get(k) if isinstance(obj, dict) else getattr(obj, k, None)
-        if v is not None: return v
-    return default
-
 def _default_models() -> list[str]:
-    from colab_dpo import loading
-    reg = getattr(loading, 'MODEL_REGISTRY', None) or {}
-    return list(reg) if isinstance(reg, dict) else [_get(m, 'model_id', 'name', 'id') for m in reg]
+    "モデルの指定が無いときの候補: 読み込みモジュールの既定（`DEFAULT_CANDIDATES`。登録簿の全部ではない）"
+    from colab_dpo.loading import DEFAULT_CANDIDATES
+    return list(DEFAULT_CANDIDATES)
 
 def _registry_entry(model_id:str):
-    try: from colab_dpo import loading
-    except ImportError: return None
-    reg = getattr(loading, 'MODEL_REGISTRY', None) or {}
-    if isinstance(reg, dict): return reg.get(model_id)
-    return next((m for m in reg if _get(m, 'model_id', 'name', 'id') == model_id), None)
+    "登録簿の `ModelSpec`（登録されていなければ None）"
+    from colab_dpo.loading import MODEL_REGISTRY
+    return MODEL_REGISTRY.get(model_id)
 
 def _licence_note(model_id:str, folder=None) -> str:
     "モデルのライセンス注記（登録簿 → モデルカードの license 行 → 一般的な注意）"
-    lic = _get(_registry_entry(model_id) or {}, 'license', 'licence')
+    lic = getattr(_registry_entry(model_id), 'license', None)
     if lic is None and folder and (Path(folder)/'README.md').is_file():
         for line in (Path(folder)/'README.md').read_text(encoding='utf-8', errors='ignore').splitlines()[:40]:
             if line.strip().lower().startswith('license:'): lic = line.split(':', 1)[1].strip(); break
@@ -726,7 +717,7 @@ def _arch_of(src) -> str|None:
     if src is None: return None
     p = Path(str(src)).expanduser()
     if (p/'config.json').is_file(): return json.loads((p/'config.json').read_text()).get('model_type')
-    arch = _get(_registry_entry(str(src)) or {}, 'arch', 'model_type')
+    arch = getattr(_registry_entry(str(src)), 'arch', None)
     if arch: return arch
     try:
         from transformers import AutoConfig
@@ -748,9 +739,8 @@ def _load(recipe:DPORecipe, workdir:Path) -> tuple:
     if not recipe.dry_run:
         model, tok, report = loading.load_model(models, **_load_kw(recipe))
         if recipe.tokenizer: tok = loading.load_tokenizer(recipe.tokenizer)
-        mid = str(_get(report, 'model', 'model_id', default=models[0]))
-        rep = report.to_dict() if hasattr(report, 'to_dict') else report
-        return model, tok, dict(model_id=mid, source=mid, dry_run=False, load_report=_jsonable(rep))
+        mid = str(report.model or models[0])
+        return model, tok, dict(model_id=mid, source=mid, dry_run=False, load_report=_jsonable(report.to_dict()))
     import torch
     from transformers import AutoModelForCausalLM
     from colab_dpo.tiny import make_tiny_model, TINY_ARCHS
