@@ -957,8 +957,8 @@ class EvalReport:
     data:dict     # report.json の中身
     figures:dict  # 図の名前 → PNG のパス
     @property
-    def summary_text(self) -> str: return f"効果: {self.data['verdict']['message']}\n健全性: {self.data['health']['message']}"
-    def __repr__(self): return f"評価レポート: {self.dir/'report.md'}\n{self.summary_text}"
+    def summary_text(self) -> str: return msg('eval.summary', verdict=self.data['verdict']['message'], health=self.data['health']['message'])
+    def __repr__(self): return msg('eval.report_at', path=self.dir/'report.md') + f"\n{self.summary_text}"
     def _repr_markdown_(self) -> str:
         md = self.markdown
         for name,p in self.figures.items():
@@ -1037,6 +1037,10 @@ def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_
     return EvalReport(out, md, d, figs)
 
 # %% ../nbs/04_eval.ipynb #32db024a
+register_messages({'eval.summary': dict(ja='効果: {verdict}\n健全性: {health}', en='Effect: {verdict}\nHealth: {health}'),
+                   'eval.report_at': dict(ja='評価レポート: {path}', en='Evaluation report: {path}'),
+                   'eval.report_file': dict(ja='レポート: {path}', en='Report: {path}')})
+
 @call_parse
 @cli_errors
 def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）。無ければ eval.missing_run_dir
@@ -1052,4 +1056,4 @@ def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォ�
     r = evaluate_run(run_dir, prompts=prompts, data=data, max_new_tokens=max_new_tokens, max_pairs=max_pairs,
                      n_prompts=n_prompts, out_dir=out_dir)
     print(r.summary_text)
-    print(f"レポート: {r.dir/'report.md'}")
+    print(msg('eval.report_file', path=r.dir/'report.md'))
