@@ -1022,13 +1022,12 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     return TrainResult(run_dir, adapter_dir, card['metrics'], history, card, ckdir, merged, plan)
 
 # %% ../nbs/03_training.ipynb #8f5f4e33
-_TOKEN_RE = re.compile(r'hf_[A-Za-z0-9]{20,}')
-
 def _scrub(o):
-    "トークンらしき文字列を伏せる"
+    "トークンらしき文字列を伏せる（トークンの正規表現は読み込みモジュールの `_redact` の 1 か所だけ）"
+    from colab_dpo.loading import _redact
     if isinstance(o, dict): return {k: _scrub(v) for k,v in o.items()}
     if isinstance(o, list): return [_scrub(v) for v in o]
-    return _TOKEN_RE.sub('hf_***', o) if isinstance(o, str) else o
+    return _redact(o) if isinstance(o, str) else o
 
 def run_card(recipe:DPORecipe, # 実際に使ったレシピ
              *, info:dict, # モデルの情報（model_id、source、dry_run など）
