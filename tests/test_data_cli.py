@@ -1,21 +1,16 @@
 "`colab-dpo-check-data` を別プロセスで動かし、終了コード・JSON・日本語の出力・トレースバックのなさを確かめる"
-import json, os, subprocess, sys, time, shutil
-from pathlib import Path
+import json, subprocess, sys, time
 import pytest
 from colab_dpo.tiny import fixture_path
+from conftest import run_cli, cli_exe, no_traceback, assert_cli_error, jl
 
-EXE = shutil.which('colab-dpo-check-data', path=str(Path(sys.executable).parent)) or shutil.which('colab-dpo-check-data')
+EXE = cli_exe('colab-dpo-check-data')
 pytestmark = pytest.mark.skipif(EXE is None, reason='colab-dpo-check-data is not installed (pip install -e .)')
 
 ROWS = [dict(prompt='日本の首都はどこですか？', chosen='日本の首都は東京です。', rejected='大阪だと思います。'),
         dict(prompt='おすすめの朝食を教えてください。', chosen='ご飯と味噌汁の和朝食がおすすめです。', rejected='朝は食べなくていいです。')]
 
-def jl(rows): return ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows)
-
-def run(*args, lang=None):
-    env = {k:v for k,v in os.environ.items() if k != 'COLAB_DPO_LANG'}
-    if lang: env['COLAB_DPO_LANG'] = lang
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+def run(*args, lang=None): return run_cli('colab-dpo-check-data', *args, lang=lang, timeout=300)
 
 @pytest.fixture
 def good(tmp_path): p = tmp_path/'good.jsonl'; p.write_text(jl(ROWS), encoding='utf-8'); return p
@@ -27,8 +22,6 @@ def partly_bad(tmp_path):
 
 @pytest.fixture
 def unusable(tmp_path): p = tmp_path/'unusable.jsonl'; p.write_text('{"question": 1}\n{"prompt": "x"}\n', encoding='utf-8'); return p
-
-def no_traceback(r): assert 'Traceback' not in r.stderr + r.stdout, r.stderr
 
 def test_help_is_fast_and_light():
     t = time.perf_counter(); r = run('--help'); dt = time.perf_counter() - t
@@ -68,10 +61,7 @@ def test_json_output(partly_bad):
     assert run(partly_bad, '--json', '--strict').returncode == 1
 
 def test_unusable_exit_1(unusable):
-    r = run(unusable)
-    assert r.returncode == 1
-    assert 'data.' in r.stderr
-    no_traceback(r)
+    assert_cli_error(run(unusable), 'data.', 1)
     r = run(unusable, '--json')
     assert r.returncode == 1
     d = json.loads(r.stdout)
@@ -81,9 +71,7 @@ def test_empty_and_undecodable_files(tmp_path):
     (tmp_path/'empty.jsonl').write_bytes(b'')
     (tmp_path/'bin.jsonl').write_bytes(bytes(range(256)) * 16)
     for f,code in (('empty.jsonl', 'data.no_usable_rows'), ('bin.jsonl', 'data.undecodable')):
-        r = run(tmp_path/f)
-        assert r.returncode == 1 and code in r.stderr, r.stderr
-        no_traceback(r)
+        assert_cli_error(run(tmp_path/f), code, 1)
 
 def test_usage_errors_exit_2(good, tmp_path):
     for args in [(), (good, '--max-length', 'abc'), (tmp_path/'missing.jsonl',), (good, '--format', 'nonsense'),

@@ -1,9 +1,9 @@
 "`colab-dpo-eval` を別プロセスで動かし、起動の軽さ・終了コード・レポートのファイルを確かめる"
-import json, os, subprocess, sys, time, shutil
-from pathlib import Path
+import json, subprocess, sys, time
 import pytest
+from conftest import run_cli, cli_exe, no_traceback, assert_cli_error, jl
 
-EXE = shutil.which('colab-dpo-eval', path=str(Path(sys.executable).parent)) or shutil.which('colab-dpo-eval')
+EXE = cli_exe('colab-dpo-eval')
 pytestmark = pytest.mark.skipif(EXE is None, reason='colab-dpo-eval is not installed (pip install -e .)')
 
 PAIRS = [('日本の首都はどこですか？', '日本の首都は東京です。', 'よくわかりません。'),
@@ -13,15 +13,7 @@ PAIRS = [('日本の首都はどこですか？', '日本の首都は東京で�
 def conv(p, c, r): return dict(prompt=[dict(role='user', content=p)], chosen=[dict(role='assistant', content=c)],
                                rejected=[dict(role='assistant', content=r)])
 
-def jl(rows): return ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows)
-
-def run(*args, lang=None):
-    env = {k:v for k,v in os.environ.items() if k != 'COLAB_DPO_LANG'}
-    env['OMP_NUM_THREADS'] = '1'  # 小さなモデルは 1 スレッドが速い
-    if lang: env['COLAB_DPO_LANG'] = lang
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
-
-def no_traceback(r): assert 'Traceback' not in r.stderr + r.stdout, r.stderr
+def run(*args, lang=None): return run_cli('colab-dpo-eval', *args, lang=lang, env=dict(OMP_NUM_THREADS=1), timeout=600)  # 小さなモデルは 1 スレッドが速い
 
 def test_help_is_fast_and_light():
     best = min(_timed_help() for _ in range(3))
@@ -38,13 +30,13 @@ def _timed_help():
 
 def test_missing_run_dir_exit_2():
     r = run()
-    assert r.returncode == 2 and 'eval.missing_run_dir' in r.stderr and '--run-dir' in r.stderr
-    no_traceback(r)
+    assert_cli_error(r, 'eval.missing_run_dir', 2)
+    assert '--run-dir' in r.stderr
 
 def test_not_a_run_dir_exit_1(tmp_path):
     r = run('--run-dir', tmp_path)
-    assert r.returncode == 1 and 'eval.no_run' in r.stderr and 'adapter' in r.stderr
-    no_traceback(r)
+    assert_cli_error(r, 'eval.no_run', 1)
+    assert 'adapter' in r.stderr
     r = run('--run-dir', tmp_path/'nothing', lang='en')
     assert r.returncode == 1 and 'eval.no_run' in r.stderr and 'run folder' in r.stderr
 

@@ -2,12 +2,13 @@
 import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
+from conftest import cli_exe
 
 ENV = {**os.environ, 'TQDM_DISABLE': '1', 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'PYTHONWARNINGS': 'ignore'}
 ARGS = ['--max-steps', '6', '--save-steps', '1', '--max-rows', '16', '--eval-ratio', '0', '--max-length', '128', '--max-prompt-length', '64',
         '--batch-size', '2', '--grad-accum', '1', '--logging-steps', '1', '--quantization', 'none', '--learning-rate', '5e-4']
 
-def _exe(): return shutil.which('colab-dpo-train', path=str(Path(sys.executable).parent)) or shutil.which('colab-dpo-train')
+def _exe(): return cli_exe('colab-dpo-train')
 
 @pytest.mark.skipif(os.name != 'posix', reason='SIGKILL が要る')
 def test_killed_run_resumes_to_same_adapter(tmp_path):

@@ -1,0 +1,54 @@
+"英語モード（COLAB_DPO_LANG=en）: 各 CLI の出力に、利用者のデータ以外の日本語が 1 文字も無い"
+import json, re
+import pytest
+from conftest import run_cli, assert_cli_ok, jl
+
+JA = re.compile(r'[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]')
+TODO = 'メモリ計画・学習の要約・ランカードがまだカタログを通らない（issue 15 の残り）'
+
+def japanese(r, allowed=()) -> list[str]:
+    "出力のうち日本語を含む行（`allowed` に挙げた利用者のデータを含む行は除く）"
+    return [l for l in (r.stdout + r.stderr).splitlines() if JA.search(l) and not any(a in l for a in allowed)]
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    from colab_dpo.tiny import make_tiny_model
+    return make_tiny_model(tmp_path_factory.mktemp('tiny')/'m', 'qwen2')
+
+def test_env():
+    r = run_cli('colab-dpo-env', lang='en'); assert_cli_ok(r)
+    assert japanese(r) == []
+
+def test_check_data_sample():
+    from colab_dpo.data import sample_path
+    for args in ((), ('--json',)):
+        r = run_cli('colab-dpo-check-data', sample_path(), *args, lang='en'); assert_cli_ok(r)
+        assert japanese(r) == [], japanese(r)[:5]
+
+def test_check_data_errors(tmp_path):
+    (tmp_path/'bad.jsonl').write_text('{"question": "日本の首都は？"}\n', encoding='utf-8')
+    r = run_cli('colab-dpo-check-data', tmp_path/'bad.jsonl', lang='en')
+    assert r.returncode == 1 and r.stderr.startswith('error [data.')
+    assert japanese(r, allowed=['日本の首都は？']) == []
+
+@pytest.mark.xfail(strict=True, reason=TODO)
+def test_train_dry_run(tiny, tmp_path):
+    r = run_cli('colab-dpo-train', '--model', tiny, '--output-dir', tmp_path/'dry', '--dry-run', '--max-steps', 1, '--max-rows', 4,
+                '--eval-ratio', 0, '--resume', 'none', lang='en', env=dict(TQDM_DISABLE=1, OMP_NUM_THREADS=1))
+    assert_cli_ok(r)
+    assert japanese(r) == [], japanese(r)[:5]
+
+def test_eval(tiny, tmp_path):
+    "乱数の LoRA アダプターを持つ run フォルダを評価する（学習はしない）"
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from peft import LoraConfig, get_peft_model
+    from colab_dpo.evaluation import synthetic_history
+    run = tmp_path/'run'
+    m = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), LoraConfig(r=4, target_modules='all-linear', task_type='CAUSAL_LM'))
+    m.save_pretrained(run/'adapter'); AutoTokenizer.from_pretrained(tiny).save_pretrained(run/'adapter')
+    (run/'log_history.json').write_text(json.dumps(synthetic_history(20)))
+    (run/'run_card.json').write_text(json.dumps(dict(base_model=str(tiny), recipe=dict(beta=0.1))))
+    prompts = tmp_path/'p.txt'; prompts.write_text('自己紹介してください。\n', encoding='utf-8')
+    r = run_cli('colab-dpo-eval', '--run-dir', run, '--prompts', prompts, '--max-new-tokens', 2, lang='en', env=dict(OMP_NUM_THREADS=1))
+    assert_cli_ok(r)
+    assert japanese(r, allowed=['自己紹介してください。']) == [], japanese(r)[:5]
