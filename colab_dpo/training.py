@@ -19,7 +19,7 @@ from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数�
 # %% auto #0
 __all__ = ['PROFILES', 'GB', 'DPORecipe', 'detect_profile', 'ModelShape', 'model_shape', 'estimate_memory', 'MemoryPlan',
            'plan_memory', 'token_stats', 'MemoryMonitorCallback', 'checkpoint_status', 'find_checkpoints',
-           'latest_checkpoint', 'checkpoint_dir', 'TrainResult', 'ref_passes', 'train_dpo', 'run_card',
+           'latest_checkpoint', 'checkpoint_dir', 'TrainResult', 'ref_passes', 'strip_adapter', 'train_dpo', 'run_card',
            'run_card_markdown', 'write_run_card', 'merge_adapter', 'push_run', 'cli_recipe', 'train_cli', 'run_demo',
            'demo_cli']
 
@@ -859,9 +859,10 @@ def _shrink_for_dry_run(r:DPORecipe) -> DPORecipe:
                      gradient_accumulation_steps=1, eval_ratio=min(r.eval_ratio, 0.25), save_steps=2, logging_steps=1, preflight_steps=0,
                      merge=False, push_to_hub=None, resume=None, oom_retries=0)
 
-def _reload(info:dict, recipe:DPORecipe):
-    "OOM の再試行・予行演習の後に、同じモデルをまっさらな状態で読み直す"
+def _reload(info:dict, recipe:DPORecipe, base=None):
+    "OOM の再試行・予行演習の後に、同じモデルをまっさらな状態で読み直す（事前に読んだ基盤モデルなら LoRA を外して使い回す）"
     import torch
+    if base is not None: return strip_adapter(base)
     if info['dry_run']:
         from transformers import AutoModelForCausalLM
         return AutoModelForCausalLM.from_pretrained(info['source'], **{_dtype_kw(): torch.float32})
@@ -938,13 +939,13 @@ def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, prec
     return plan, settings
 
 def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str,
-                         info:dict, callbacks:list, extra:dict, fault:dict) -> dict:
+                         info:dict, callbacks:list, extra:dict, fault:dict, base=None) -> dict:
     "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから、モデルを読み直して続ける"
     # モデルは held（長さ 0 か 1 のリスト）から受け取る: 呼び出し側の変数に残ると、失敗したモデルが再試行の間も GPU に居座る
     resumed_from = resume_ck = _resolve_resume(recipe, ckdir)
     monitor, retries = MemoryMonitorCallback(verbose=False), []
     for attempt in range(recipe.oom_retries + 1):
-        model = held.pop() if held else _reload(info, recipe)
+        model = held.pop() if held else _reload(info, recipe, base)
         watch, trainer, oom = _RunWatch(), None, None
         try:
             trainer = _make_trainer(model, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, [monitor, watch, *callbacks], **extra)
@@ -978,13 +979,40 @@ def _save_outputs(run:dict, run_dir:Path, recipe:DPORecipe, tok, eval_ds) -> Pat
         (run_dir/'log_history.json').write_text(json.dumps(_jsonable(trainer.state.log_history), ensure_ascii=False, indent=1))
     return adapter_dir
 
+# %% ../nbs/03_training.ipynb #e393bf5e
+def strip_adapter(model # LoRA を差し込まれたモデル（PeftModel でも、その中の基盤モデルでも）
+                 ): # LoRA 層を外した基盤モデル（同じオブジェクト）
+    "学習で差し込まれた LoRA 層を外し、基盤モデルを読み込んだときの形に戻す（次の学習で使い回すため）"
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    base = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    for name, mod in [(n, m) for n, m in base.named_modules() if isinstance(m, BaseTunerLayer)]:
+        parent, _, child = name.rpartition('.')
+        setattr(base.get_submodule(parent) if parent else base, child, mod.get_base_layer())
+    for a in ('peft_config', '_hf_peft_config_loaded'): base.__dict__.pop(a, None)
+    if getattr(base, '_require_grads_hook', None) is not None: base.disable_input_require_grads()   # 学習ごとにフックが増えないように
+    return base
+
+def _preloaded(model, tok) -> tuple:
+    "読み込み済みのモデル: トークナイザーを揃え、ランカード用の情報を作る"
+    from colab_dpo import loading
+    src = str(getattr(model.config, '_name_or_path', '') or 'preloaded')
+    tok = tok if tok is not None else loading.load_tokenizer(src)
+    return strip_adapter(model), tok, dict(model_id=src, source=src, dry_run=False, preloaded=True)
+
 # %% ../nbs/03_training.ipynb #c1dfa9dd
 def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、レシピファイル（YAML/JSON）、辞書。None なら既定のレシピ
               *, callbacks:list|None=None, # 追加の Trainer コールバック
+              model=None, # 読み込み済みの基盤モデル（None ならレシピの models から読む）。学習後は LoRA を外して返すので使い回せる
+              tokenizer=None, # model と組のトークナイザー（None なら model のフォルダから読む）
               _fault:dict|None=None, # テスト用の注入: {'oom_at_step': k}、{'nan_at_step': k}
               **overrides # レシピの項目の上書き（例: max_steps=20）
              ) -> TrainResult:
     "レシピどおりに DPO + LoRA で学習し、アダプター・ログ・ランカードを保存する（OOM・NaN・中断から回復する）"
+    if model is None: return _train_dpo(recipe_or_path, callbacks, _fault, None, None, overrides)
+    try: return _train_dpo(recipe_or_path, callbacks, _fault, model, tokenizer, overrides)
+    finally: strip_adapter(model); _free_cuda()   # 成功でも失敗でも、次の学習のために LoRA とオプティマイザーを手放す
+
+def _train_dpo(recipe_or_path, callbacks, _fault, base, tokenizer, overrides) -> TrainResult:
     import torch
     target, t0 = _as_recipe(recipe_or_path, overrides), time.time()
     if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()   # ピークはこの実行の分だけを測る
@@ -992,7 +1020,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     run_dir = Path(recipe.output_dir).expanduser(); run_dir.mkdir(parents=True, exist_ok=True)
     precision = 'fp32' if recipe.dry_run else (recipe.precision or compat.decide_precision())
     extra = dict(use_cpu=True) if recipe.dry_run and torch.cuda.is_available() else {}   # ドライランは GPU があっても CPU で
-    model, tok, info = _load(recipe, run_dir)
+    model, tok, info = _load(recipe, run_dir) if base is None else _preloaded(base, tokenizer)
     train_ds, eval_ds, data_report, stats = _load_data(recipe, tok, stats_rows=target.max_rows, stats_max_length=target.max_length)
     plan, settings = _plan(recipe, target, model, info, stats, precision, rows=len(train_ds))
     main = int(os.environ.get('RANK', '0')) == 0
@@ -1005,7 +1033,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     ckdir = checkpoint_dir(recipe); ckdir.mkdir(parents=True, exist_ok=True)
     held = [model] if model is not None else []
     model = None   # 以後モデルを持つのは _train_with_recovery だけ
-    run = _train_with_recovery(held, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, info, callbacks or [], extra, fault)
+    run = _train_with_recovery(held, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, info, callbacks or [], extra, fault, base)
     trainer, watch = run['trainer'], run['watch']
     grouped = trainer.colab_dpo_compat['group_by_length']   # merge はトレーナーを手放すので先に読む
     if watch.guard.bad:
