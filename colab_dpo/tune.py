@@ -39,6 +39,7 @@ register_messages({
                              en='Trial {n} was cut off ({why}); marked failed and queued again with the same values'),
     'tune.stale_dead': dict(ja='同じマシンのプロセス {pid} が終了済み', en='process {pid} on this machine has exited'),
     'tune.stale_heartbeat': dict(ja='{s:.0f} 秒間応答なし', en='no heartbeat for {s:.0f} s'),
+    'tune.stale_interrupted': dict(ja='中断された', en='interrupted'),
     'tune.trial_line': dict(ja='試行 {n}（{k}/{total}）: {state}、目的 {value}、{steps} ステップ、{secs:.0f} 秒、{params}',
                             en='Trial {n} ({k}/{total}): {state}, objective {value}, {steps} steps, {secs:.0f} s, {params}'),
     'tune.state_COMPLETE': dict(ja='完了', en='complete'), 'tune.state_PRUNED': dict(ja='打ち切り', en='pruned'),
@@ -149,6 +150,9 @@ def _recover(study) -> list[int]:
     from optuna.trial import TrialState
     optuna.storages.fail_stale_trials(study)   # 心拍が途絶えた試行（別のマシン）: 失敗にして _requeue を呼ぶ
     host, out = socket.gethostname(), []
+    retried = {t.user_attrs.get('retry_of') for t in study.get_trials(deepcopy=False)}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):   # Ctrl-C（Colab の「中断」）で止めた試行
+        if t.user_attrs.get('interrupted') and t.number not in retried: _requeue(study, t, msg('tune.stale_interrupted')); out.append(t.number)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         a = t.user_attrs
         if a.get('host') != host or not a.get('pid') or _pid_alive(a['pid']): continue
@@ -156,7 +160,7 @@ def _recover(study) -> list[int]:
         _requeue(study, t, msg('tune.stale_dead', pid=a['pid'])); out.append(t.number)
     return out
 
-# %% ../nbs/07_tune.ipynb #8929dd15
+# %% ../nbs/07_tune.ipynb #074fccf9
 _VOLATILE = ('output_dir', 'checkpoint_dir', 'resume', 'push_to_hub', 'merge', 'max_steps', 'dry_run', 'preflight_steps', 'report_to')
 
 def _settings(base:DPORecipe, space:dict, objective, trial_steps:int, pruner:str, evals:int) -> dict:
@@ -199,7 +203,7 @@ def open_study(out:str|Path, # 出力フォルダ（study.db を置く）
     study.set_user_attr('settings', settings)
     return study
 
-# %% ../nbs/07_tune.ipynb #074fccf9
+# %% ../nbs/07_tune.ipynb #8876ddd5
 @dataclass
 class TuneResult:
     "`tune_dpo` の結果"
@@ -219,7 +223,7 @@ class TuneResult:
 
 def _fmt(p:dict) -> str: return ', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k,v in p.items())
 
-# %% ../nbs/07_tune.ipynb #a6749426
+# %% ../nbs/07_tune.ipynb #4c147e82
 def _trial_record(t) -> dict:
     a = t.user_attrs
     wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
@@ -240,6 +244,7 @@ def _objective_fn(base:DPORecipe, space:dict, objective, trial_steps:int, evals:
         try:
             with sink: train_dpo(trial_recipe(base, params, trial_steps, tdir, evals), model=model, tokenizer=tok, callbacks=[rep])
         except TrainingError as e: trial.set_user_attr('error', e.code); raise
+        except KeyboardInterrupt: trial.set_user_attr('interrupted', True); raise
         finally:
             shutil.rmtree(tdir/'checkpoints', ignore_errors=True)
             if not keep_adapters: shutil.rmtree(tdir/'adapter', ignore_errors=True)
@@ -252,7 +257,7 @@ def _objective_fn(base:DPORecipe, space:dict, objective, trial_steps:int, evals:
         return rep.values[-1][1]
     return run
 
-# %% ../nbs/07_tune.ipynb #8876ddd5
+# %% ../nbs/07_tune.ipynb #fe19a849
 def _progress(total:int):
     from optuna.trial import TrialState
     def cb(study, t):
@@ -269,7 +274,7 @@ def _tune_dir(recipe:DPORecipe, output_dir) -> Path:
     if compat.in_colab() and _DRIVE.is_dir(): return _DRIVE/'colab-dpo'/(Path(recipe.output_dir).name + '-tune')
     return Path(str(recipe.output_dir).rstrip('/') + '-tune').expanduser()
 
-# %% ../nbs/07_tune.ipynb #4c147e82
+# %% ../nbs/07_tune.ipynb #0b38356c
 def tune_dpo(recipe:DPORecipe|str|Path|dict, # 元のレシピ（ファイル・辞書も可）
              space:dict|None=None, # 探索範囲（None なら DEFAULT_SPACE）
              n_trials:int=12, # 完了（＋打ち切り）にする試行の数。再開時は残りだけ走る
@@ -307,7 +312,7 @@ def tune_dpo(recipe:DPORecipe|str|Path|dict, # 元のレシピ（ファイル・
                        n_trials=n_trials - done, timeout=timeout, catch=(TrainingError,), callbacks=[_progress(n_trials)], gc_after_trial=True)
     return write_results(study, base, out, plots=plots)
 
-# %% ../nbs/07_tune.ipynb #0b38356c
+# %% ../nbs/07_tune.ipynb #12c7393a
 _LEGEND = {'Objective Value': 'tune.legend_value', 'Best Value': 'tune.legend_best'}
 
 def _ja_axes(ax, title=None, xlabel=None, ylabel=None):
@@ -347,7 +352,7 @@ def plot_study(study, # Optuna の study
     for f in figs.values(): plt.close(f)
     return figs
 
-# %% ../nbs/07_tune.ipynb #41c9e79d
+# %% ../nbs/07_tune.ipynb #318e6d28
 def write_results(study, # Optuna の study
                   base:DPORecipe, # 元のレシピ
                   out:str|Path, # 出力フォルダ
@@ -368,7 +373,7 @@ def write_results(study, # Optuna の study
     files['plots'] = [out/f'{k}.png' for k in plot_study(study, out)] if plots else []
     return TuneResult(out, best.params, best.value, rec, trials, files, study)
 
-# %% ../nbs/07_tune.ipynb #e5a91a5b
+# %% ../nbs/07_tune.ipynb #476f6667
 @call_parse
 @cli_errors
 def tune_cli(config:str=None, # 元のレシピファイル（YAML/JSON）
