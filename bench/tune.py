@@ -11,7 +11,7 @@
   出てこない項目だけ。探索は学習用ペアの中の eval_ratio の分割で目的を測る（保留データは最後の比較だけに使う）
 - sample: `colab_dpo.selftest` が無いとき。ランダムなミニモデルと同梱サンプル（学習しても汎化しないので、配線と枝刈りの率だけの確認）
 
-    python bench/tune.py                        # 12 試行 × 2 探索 + 2 回の学習（混んだ 2 コアで約 20〜30 分）
+    python bench/tune.py                        # 12 試行（12 ステップ、評価 3 回）× 2 探索 + 2 回の学習（混んだ 2 コアで約 25 分）
     python bench/tune.py --trials 4 --quick     # 動作確認
     python bench/tune.py --json bench/results/tune.json
     COLAB_DPO_SELFTEST_PY=/path/to/selftest.py python bench/tune.py   # 未統合の selftest モジュールをファイルから読む
@@ -39,13 +39,13 @@ def selftest_module():
 def write_jsonl(rows, p:Path) -> Path:
     p.write_text('\n'.join(json.dumps(r, ensure_ascii=False) for r in rows) + '\n', encoding='utf-8'); return p
 
-def setup(task:str, work:Path, seed:int):
+def setup(task:str, work:Path, seed:int, args):
     "ミニモデル、学習用データ、保留データ、基準のレシピ"
     from colab_dpo.training import DPORecipe
     st = selftest_module() if task == 'selftest' else None
     if task == 'selftest' and st is None: print('colab_dpo.selftest が無いので sample 課題で測ります'); task = 'sample'
     common = dict(quantization=None, precision='fp32', max_length=128, max_prompt_length=64, per_device_train_batch_size=8,
-                  gradient_accumulation_steps=1, gradient_checkpointing=False, eval_ratio=0.2, logging_steps=5, save_steps=10**6,
+                  gradient_accumulation_steps=1, gradient_checkpointing=False, eval_ratio=args.eval_ratio, logging_steps=5, save_steps=10**6,
                   resume=None, seed=seed, optim='adamw_torch', output_dir=str(work/'base'))
     if task == 'selftest':
         mini = st.pretrain_mini_model(seed=seed)
@@ -89,8 +89,9 @@ def final(recipe, held, name:str, work:Path, steps:int) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--task', default='selftest', choices=['selftest', 'sample'])
-    ap.add_argument('--trials', type=int, default=12); ap.add_argument('--trial-steps', type=int, default=24)
-    ap.add_argument('--evals', type=int, default=4); ap.add_argument('--final-steps', type=int, default=None)
+    ap.add_argument('--trials', type=int, default=12); ap.add_argument('--trial-steps', type=int, default=12)
+    ap.add_argument('--evals', type=int, default=3); ap.add_argument('--eval-ratio', type=float, default=0.15)
+    ap.add_argument('--final-steps', type=int, default=None)
     ap.add_argument('--seed', type=int, default=0); ap.add_argument('--quick', action='store_true')
     ap.add_argument('--json', default=None); ap.add_argument('--work', default=None)
     args = ap.parse_args()
@@ -98,11 +99,12 @@ def main():
     work = Path(args.work or tempfile.mkdtemp(prefix='bench_tune_')); work.mkdir(parents=True, exist_ok=True)
     import torch, transformers, trl, optuna
     t0 = time.time()
-    task, base, held = setup(args.task, work, args.seed)
+    task, base, held = setup(args.task, work, args.seed, args)
     out = dict(task=task, args=vars(args), versions=dict(torch=torch.__version__, transformers=transformers.__version__, trl=trl.__version__,
                optuna=optuna.__version__), cpu_count=os.cpu_count(), heldout_pairs=len(held))
-    out['pruned'] = search(base, 'median', args, work/'tune_median')
-    out['unpruned'] = search(base, 'none', args, work/'tune_none')
+    save = lambda: args.json and Path(args.json).write_text(json.dumps(out, ensure_ascii=False, indent=1, default=str))   # 途中まででも残す
+    out['pruned'] = search(base, 'median', args, work/'tune_median'); save()
+    out['unpruned'] = search(base, 'none', args, work/'tune_none'); save()
     out['steps_cut'] = 1 - out['pruned']['steps'] / out['unpruned']['steps']
     from colab_dpo.training import DPORecipe
     d = DPORecipe()
@@ -119,6 +121,6 @@ def main():
         x = f[k]
         print(f"{k}: {x['recipe']} → log-prob 正解率（1 トークンあたり）{x['logp_acc_per_token_before']:.1%} → {x['logp_acc_per_token_after']:.1%} "
               f"{x['logp_acc_per_token_after_ci']}、報酬の正解率 {x['reward_accuracy']:.1%} {x['reward_accuracy_ci']}、マージン {x['reward_margin']:+.3f}")
-    if args.json: Path(args.json).write_text(json.dumps(out, ensure_ascii=False, indent=1, default=str))
+    save()
 
 if __name__ == '__main__': main()

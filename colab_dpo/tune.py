@@ -13,12 +13,12 @@ from typing import Any, Callable
 from fastcore.script import call_parse
 from . import compat
 from .compat import register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, CompatError, cli_errors
-from .training import DPORecipe, train_dpo, cli_recipe, _Callback, _load, _rss_gb, _DRIVE, _read_config, GB
+from .training import DPORecipe, train_dpo, cli_recipe, _Callback, _load, _load_data, _rss_gb, _DRIVE, _read_config, GB
 from .loading import _free_cuda
 
 # %% auto #0
-__all__ = ['DEFAULT_SPACE', 'OPTIONAL_SPACE', 'check_space', 'trial_recipe', 'heldout_objective', 'open_study', 'TuneResult',
-           'tune_dpo', 'plot_study', 'write_results', 'tune_cli']
+__all__ = ['DEFAULT_SPACE', 'OPTIONAL_SPACE', 'check_space', 'trial_recipe', 'reward_objective', 'logp_accuracy', 'open_study',
+           'TuneResult', 'tune_dpo', 'plot_study', 'write_results', 'tune_cli']
 
 # %% ../nbs/07_tune.ipynb #56b1ee75
 register_messages({
@@ -98,27 +98,44 @@ def trial_recipe(base:DPORecipe, # 元のレシピ
                         preflight_steps=0, dry_run=False, merge=False, push_to_hub=None)
 
 # %% ../nbs/07_tune.ipynb #00603782
-def heldout_objective(metrics:dict, # 評価の指標（`eval_rewards/accuracies`、`eval_rewards/margins` など）
-                      n:int # 保留データのペア数
-                     ) -> float: # 正解率 + 同点を分けるだけのマージンの項
-    "保留データの報酬の正解率に、マージンを同点の決着にだけ効く大きさで足す"
-    acc, margin = metrics.get('eval_rewards/accuracies'), metrics.get('eval_rewards/margins', 0.0)
+def _tiebreak(metrics:dict, n:int) -> float:
+    m = metrics.get('eval_rewards/margins', 0.0)
+    return math.tanh(m if isinstance(m, (int, float)) and math.isfinite(m) else 0.0) / (2 * max(n, 1) + 1)
+
+def reward_objective(metrics:dict, # 評価の指標（`eval_rewards/accuracies`、`eval_rewards/margins` など）
+                     n:int # 保留データのペア数
+                    ) -> float: # 報酬の正解率 + 同点を分けるだけのマージンの項
+    "保留データの暗黙の報酬の正解率に、マージンを同点の決着にだけ効く大きさで足す"
+    acc = metrics.get('eval_rewards/accuracies')
     if acc is None or not math.isfinite(acc): return float('nan')
-    return float(acc) + math.tanh(margin if math.isfinite(margin) else 0.0) / (2 * max(n, 1) + 1)
+    return float(acc) + _tiebreak(metrics, n)
+
+def logp_accuracy(logps:dict # `pair_logps` の結果（chosen、rejected、chosen_tokens、rejected_tokens）
+                 ) -> float: # chosen の 1 トークンあたりの log-prob が rejected より高いペアの割合
+    "1 トークンあたりの log-prob で chosen を選ぶ割合"
+    c = [x/max(k, 1) for x,k in zip(logps['chosen'], logps['chosen_tokens'])]
+    r = [x/max(k, 1) for x,k in zip(logps['rejected'], logps['rejected_tokens'])]
+    return sum(a > b for a,b in zip(c, r)) / len(c) if c else float('nan')
 
 # %% ../nbs/07_tune.ipynb #f602e190
 class _Report(_Callback):
     "評価のたびに目的の値を Optuna の試行に報告し、枝刈りならそこで止める"
-    def __init__(self, trial, objective):
+    def __init__(self, trial, objective, tok=None, rows=None, max_length:int|None=None):
         self.trial, self.objective, self.values, self.pruned, self.last, self.refs, self.metrics = trial, objective, [], False, None, [], {}
+        self.tok, self.rows, self.max_length = tok, rows, max_length
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kw):
         self.refs = [weakref.ref(o) for o in (model, optimizer) if o is not None]
     def on_step_end(self, args, state, control, **kw):
         if state.global_step >= state.max_steps and self.last != state.global_step: control.should_evaluate = True
-    def on_evaluate(self, args, state, control, metrics=None, eval_dataloader=None, **kw):
-        n = len(eval_dataloader.dataset) if eval_dataloader is not None else 1
-        v = self.objective(metrics or {}) if self.objective is not heldout_objective else heldout_objective(metrics or {}, n)
-        self.last, self.metrics = state.global_step, dict(metrics or {})
+    def on_evaluate(self, args, state, control, metrics=None, model=None, eval_dataloader=None, **kw):
+        m, n = dict(metrics or {}), len(eval_dataloader.dataset) if eval_dataloader is not None else 1
+        if self.rows is not None and model is not None:
+            from colab_dpo.evaluation import pair_logps
+            lp = pair_logps(model, self.tok, self.rows, batch_size=args.per_device_eval_batch_size, max_length=self.max_length)
+            m['eval_logp_accuracy'], n = logp_accuracy(lp), len(lp['chosen'])
+        v = (m['eval_logp_accuracy'] + _tiebreak(m, n) if self.objective == 'heldout' else reward_objective(m, n) if self.objective == 'reward'
+             else self.objective(m))
+        self.last, self.metrics = state.global_step, m
         if v is None or not math.isfinite(v): return
         self.values.append((state.global_step, float(v))); self.trial.report(float(v), state.global_step)
         if self.trial.should_prune(): self.pruned, control.should_training_stop = True, True
@@ -235,11 +252,14 @@ def _trial_record(t) -> dict:
 def _objective_fn(base:DPORecipe, space:dict, objective, trial_steps:int, evals:int, out:Path, model, tok, keep_adapters:bool, verbose:bool):
     optuna = _optuna()
     import torch
+    rows = None
+    if objective == 'heldout':   # どの試行も同じ保留データ（train_dpo と同じ分け方・同じ seed）
+        with contextlib.redirect_stdout(io.StringIO()): rows = list(_load_data(trial_recipe(base, {}, trial_steps, out), tok)[1])
     def run(trial):
         trial.set_user_attr('host', socket.gethostname()); trial.set_user_attr('pid', os.getpid()); trial.set_user_attr('started', time.time())
         params = {k: _suggest(trial, k, v) for k,v in space.items()}
         tdir = out/'trials'/f'trial-{trial.number:03d}'
-        rep = _Report(trial, heldout_objective if objective == 'heldout' else objective)
+        rep = _Report(trial, objective, tok, rows, base.max_length)
         sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
         try:
             with sink: train_dpo(trial_recipe(base, params, trial_steps, tdir, evals), model=model, tokenizer=tok, callbacks=[rep])
@@ -279,7 +299,7 @@ def tune_dpo(recipe:DPORecipe|str|Path|dict, # 元のレシピ（ファイル・
              space:dict|None=None, # 探索範囲（None なら DEFAULT_SPACE）
              n_trials:int=12, # 完了（＋打ち切り）にする試行の数。再開時は残りだけ走る
              timeout:float|None=None, # この実行の時間の上限（秒）
-             objective:str|Callable='heldout', # 'heldout'（保留データの報酬の正解率＋マージン）か、評価の指標の辞書 → 数の関数
+             objective:str|Callable='heldout', # 'heldout'（保留データの log-prob の選好の正解率）、'reward'（暗黙の報酬の正解率）、または評価の指標の辞書 → 数の関数
              storage:str|None=None, # Optuna のストレージ URL（None なら出力フォルダの study.db）
              study_name:str|None=None, # study の名前
              trial_steps:int|None=None, # 1 試行の学習ステップ数（None ならレシピの max_steps、それも無ければ 50）
@@ -296,7 +316,8 @@ def tune_dpo(recipe:DPORecipe|str|Path|dict, # 元のレシピ（ファイル・
     "Optuna で学習率・β・LoRA ランクなどを探し、best_recipe.yaml・study.json・図を書き出す（切れても同じ呼び出しで続きから）"
     base = recipe if isinstance(recipe, DPORecipe) else DPORecipe.from_dict(recipe) if isinstance(recipe, dict) else DPORecipe.load(recipe)
     if not base.eval_ratio: raise ConfigError('tune.no_eval', field='eval_ratio')
-    if objective != 'heldout' and not callable(objective): raise ConfigError('tune.bad_choice', field='objective', name='objective', value=objective, choices=['heldout', 'callable'])
+    if objective not in ('heldout', 'reward') and not callable(objective):
+        raise ConfigError('tune.bad_choice', field='objective', name='objective', value=objective, choices=['heldout', 'reward', 'callable'])
     space = check_space(DEFAULT_SPACE if space is None else space)
     _make_pruner(pruner)   # 誤った名前は study を作る前に止める
     trial_steps = trial_steps or (base.max_steps if base.max_steps > 0 else 50)
@@ -384,6 +405,7 @@ def tune_cli(config:str=None, # 元のレシピファイル（YAML/JSON）
              output_dir:str=None, # 出力フォルダ（study.db、best_recipe.yaml、study.json、図）
              space:str=None, # 探索範囲のファイル（YAML/JSON。項目 → [下限, 上限] / [下限, 上限, log] / {choices: [...]}）
              full_space:bool=False, # 損失の種類とウォームアップも探す
+             objective:str='heldout', # 目的: heldout（log-prob の正解率）、reward（報酬の正解率）
              pruner:str='median', # 枝刈り: median、halving、none
              evals:int=4, # 1 試行で評価する回数
              seed:int=0, # 値を選ぶ乱数の種
@@ -396,7 +418,7 @@ def tune_cli(config:str=None, # 元のレシピファイル（YAML/JSON）
     sp = {**DEFAULT_SPACE, **(OPTIONAL_SPACE if full_space else {})}
     if space:
         sp = {k: v['choices'] if isinstance(v, dict) and 'choices' in v else tuple(v) if isinstance(v, list) else v for k,v in _read_config(space).items()}
-    res = tune_dpo(recipe, space=sp, n_trials=trials, timeout=timeout, trial_steps=trial_steps, output_dir=output_dir, pruner=pruner,
+    res = tune_dpo(recipe, space=sp, n_trials=trials, timeout=timeout, trial_steps=trial_steps, output_dir=output_dir, pruner=pruner, objective=objective,
                    evals=evals, seed=seed, overwrite=overwrite, keep_adapters=keep_adapters)
     print(res); print(msg('tune.files', recipe=res.files['best_recipe'], study=res.files['study'], plots=', '.join(str(p) for p in res.files['plots'])))
     return 0
