@@ -94,6 +94,8 @@ def main():
     ap.add_argument('--final-steps', type=int, default=None)
     ap.add_argument('--seed', type=int, default=0); ap.add_argument('--quick', action='store_true')
     ap.add_argument('--json', default=None); ap.add_argument('--work', default=None)
+    ap.add_argument('--phases', default='median,none,final', help='走らせる段階（別々のプロセスで並べて走らせ、--merge で 1 つにまとめられる）')
+    ap.add_argument('--merge', nargs='*', default=[], help='ほかの段階の JSON を読み込んでまとめる')
     args = ap.parse_args()
     if args.quick: args.trial_steps, args.evals = 4, 2
     work = Path(args.work or tempfile.mkdtemp(prefix='bench_tune_')); work.mkdir(parents=True, exist_ok=True)
@@ -103,8 +105,11 @@ def main():
     out = dict(task=task, args=vars(args), versions=dict(torch=torch.__version__, transformers=transformers.__version__, trl=trl.__version__,
                optuna=optuna.__version__), cpu_count=os.cpu_count(), heldout_pairs=len(held))
     save = lambda: args.json and Path(args.json).write_text(json.dumps(out, ensure_ascii=False, indent=1, default=str))   # 途中まででも残す
-    out['pruned'] = search(base, 'median', args, work/'tune_median'); save()
-    out['unpruned'] = search(base, 'none', args, work/'tune_none'); save()
+    for f in args.merge: out.update({k: v for k,v in json.loads(Path(f).read_text()).items() if k in ('pruned', 'unpruned', 'final')})
+    ph = args.phases.split(',')
+    if 'median' in ph: out['pruned'] = search(base, 'median', args, work/'tune_median'); save()
+    if 'none' in ph: out['unpruned'] = search(base, 'none', args, work/'tune_none'); save()
+    if 'final' not in ph: return
     out['steps_cut'] = 1 - out['pruned']['steps'] / out['unpruned']['steps']
     from colab_dpo.training import DPORecipe
     d = DPORecipe()
