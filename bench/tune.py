@@ -110,7 +110,7 @@ def main():
     if 'median' in ph: out['pruned'] = search(base, 'median', args, work/'tune_median'); save()
     if 'none' in ph: out['unpruned'] = search(base, 'none', args, work/'tune_none'); save()
     if 'final' not in ph: return
-    out['steps_cut'] = 1 - out['pruned']['steps'] / out['unpruned']['steps']
+    if 'unpruned' in out: out['steps_cut'] = 1 - out['pruned']['steps'] / out['unpruned']['steps']
     from colab_dpo.training import DPORecipe
     d = DPORecipe()
     steps = args.final_steps or args.trial_steps
@@ -119,9 +119,9 @@ def main():
                         default=final(base.replace(learning_rate=d.learning_rate, beta=d.beta, lora_r=d.lora_r, lora_alpha=d.lora_alpha),
                                       held, 'final_default', work, steps))
     out['total_s'] = time.time() - t0
-    p, u, f = out['pruned'], out['unpruned'], out['final']
-    print(f"\n課題 {task}、保留 {len(held)} 組。枝刈りあり: {p['steps']} ステップ・{p['wall_s']:.0f} 秒、なし: {u['steps']} ステップ・{u['wall_s']:.0f} 秒 → "
-          f"削れたステップ {out['steps_cut']:.1%}、時間の比 {p['wall_s']/u['wall_s']:.2f}")
+    p, u, f = out['pruned'], out.get('unpruned'), out['final']
+    print(f"\n課題 {task}、保留 {len(held)} 組。枝刈りあり: {p['steps']} ステップ・{p['wall_s']:.0f} 秒")
+    if u: print(f"なし: {u['steps']} ステップ・{u['wall_s']:.0f} 秒 → 削れたステップ {out['steps_cut']:.1%}、時間の比 {p['wall_s']/u['wall_s']:.2f}")
     for k in ('best', 'default'):
         x = f[k]
         print(f"{k}: {x['recipe']} → log-prob 正解率（1 トークンあたり）{x['logp_acc_per_token_before']:.1%} → {x['logp_acc_per_token_after']:.1%} "
