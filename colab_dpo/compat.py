@@ -93,16 +93,20 @@ def exception_chain(e:BaseException # たどる例外
     return out
 
 # %% ../nbs/00_compat.ipynb #cdbf46b8
+register_messages({'cli.error': dict(ja='エラー [{err}]: {text}', en='error [{err}]: {text}')})
+
 def cli_errors(f):
-    "CLI の入口を包み、`ColabDPOError` を日本語のメッセージと終了コードに変えるデコレーター"
+    "CLI の入口を包み、`ColabDPOError` を日本語のメッセージと終了コードに、読み手が先に閉じたパイプ（`--json | head`）を静かな終了に変えるデコレーター"
     if getattr(f, '__wrapped__', None) and getattr(f, '__code__', None) and f.__code__.co_filename == inspect.getfile(call_parse):
         return call_parse(cli_errors(f.__wrapped__))  # `@cli_errors` が `@call_parse` の上でも、引数の解析を壊さない
     @functools.wraps(f)
     def _f(*args, **kwargs):
-        try: return f(*args, **kwargs)
+        try: r = f(*args, **kwargs); sys.stdout.flush(); return r   # flush もここで: 出力が短いと終了時に BrokenPipeError が出る
         except ColabDPOError as e:
-            print(f"エラー [{e.code}]: {e.message}" if lang()=='ja' else f"error [{e.code}]: {e.message}", file=sys.stderr)
+            print(msg('cli.error', err=e.code, text=e.message), file=sys.stderr)
             sys.exit(2 if isinstance(e, ConfigError) else 1)
+        except BrokenPipeError:   # `| head` が先に閉じた: 残りの出力は捨てて静かに終わる
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); sys.exit(0)
     return _f
 
 # %% ../nbs/00_compat.ipynb #f5827aaa
@@ -551,18 +555,26 @@ def _canon_names(args:dict) -> dict:
     return a
 
 # %% ../nbs/00_compat.ipynb #f51049e3
+register_messages({'compat.loss_weights_length': dict(ja='loss_weights（{n} 個）は loss_type（{m} 個）と同じ数にしてください',
+                                                      en='loss_weights ({n}) must have as many entries as loss_type ({m})')})
+
 def _map_loss(a:dict, caps:TRLCaps, put, tl:dict, unsup:list):
     lt, rpo, w = a.pop('loss_type'), a.pop('rpo_alpha', None), a.pop('loss_weights', None)
     lts = [lt] if isinstance(lt, str) else list(lt)
+    if w is not None and len(w) != len(lts): raise ConfigError('compat.loss_weights_length', n=len(w), m=len(lts), arg='loss_weights')
+    if caps.loss_types and (bad := [x for x in lts if x not in caps.loss_types and x != 'sft']):   # 'sft' は rpo_alpha に言い換えられることがある
+        raise CompatError('compat.unsupported_value', trl=caps.trl_version, option='loss_type', value=bad[0], allowed=', '.join(caps.loss_types))
     if caps.loss_type_list:
         if rpo is not None:
             w = list(w or [1.0]*len(lts)) + [float(rpo)]; lts.append('sft'); tl['rpo_alpha'] = "loss_type+=['sft'], loss_weights"
         put('loss_type', lts)
         if w is not None: put('loss_weights', list(w))
         return
-    if len(lts) == 2 and lts[1] == 'sft' and rpo is None and ('rpo_alpha' in caps.config_fields or 'rpo_alpha' in caps.trainer_params):
+    if (len(lts) == 2 and lts[1] == 'sft' and rpo is None and (w is None or w[0] == 1) and
+        ('rpo_alpha' in caps.config_fields or 'rpo_alpha' in caps.trainer_params)):
         rpo, lts = (w or [1.0, 1.0])[1], lts[:1]; tl['loss_type'] = "['sft'] → rpo_alpha"   # 新しい書き方を古い TRL へ
-    elif w is not None: unsup.append('loss_weights')
+    elif w is not None and any(x != 1 for x in w):   # 重みを落とすと別の損失になるので、警告ではなくエラー
+        raise CompatError('compat.unsupported_value', trl=caps.trl_version, option='loss_weights', value=list(w), allowed='1.0')
     if len(lts) > 1 or (caps.loss_types and lts[0] not in caps.loss_types):
         raise CompatError('compat.unsupported_value', trl=caps.trl_version, option='loss_type', value=lts if len(lts) > 1 else lts[0],
                           allowed=', '.join(caps.loss_types or ('one string',)))
@@ -737,10 +749,11 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
                      callbacks:list|None=None, # transformers の TrainerCallback のリスト
                      cpu_compact:bool|None=None, # CPU で答えの位置だけを語彙に射影する（`cpu_compact_logprobs`）。None なら環境変数 COLAB_DPO_CPU_COMPACT（既定 1、0 で TRL のまま）
                      group_by_length:bool=False, # 長さの近いペアを同じマイクロバッチにまとめる（`group_pairs_by_length`）
+                     _spec=None,            # DPO 以外の手法（`colab_dpo.methods.find_method` の結果: caps、config_cls、trainer_cls、adapt、reference）
                      **dpo_args,            # 正準引数（`CANONICAL_ARGS`）と、インストール済み DPOConfig の任意のフィールド
                     ):                      # trl.DPOTrainer（`.colab_dpo_compat` に変換の記録）
     "インストール済みの TRL に合わせて DPOTrainer を作る。引数の名前と置き場所、データ形式、精度、版ごとのバグを吸収する"
-    caps = trl_caps()
+    caps = _spec.caps if _spec is not None else trl_caps()
     if caps is None: raise CompatError('compat.trl_missing')
     import torch, trl, transformers
     if isinstance(model, Path): model = str(model)
@@ -752,23 +765,28 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
     if peft_config is not None and getattr(peft_config, 'target_modules', '') is None and not isinstance(model, str):
         from colab_dpo.loading import lora_targets   # 型ごとの表（古い PEFT は qwen2 などの既定の対象を知らない）。実行時だけの参照
         peft_config = copy.copy(peft_config); peft_config.target_modules = lora_targets(model, 'auto')
-    if (not isinstance(model, str) and peft_config is None and not _is_peft_model(model) and not a.get('precompute_ref_log_probs')
+    needs_ref = _spec is None or _spec.reference
+    if (needs_ref and not isinstance(model, str) and peft_config is None and not _is_peft_model(model) and not a.get('precompute_ref_log_probs')
         and not getattr(model.config, '_name_or_path', '')): raise CompatError('compat.model_needs_path', arg='model')
     no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     if no_accel and not ({'use_cpu', 'no_cuda'} & set(a)): a['use_cpu'] = True
-    a.setdefault('output_dir', tempfile.mkdtemp(prefix='colab-dpo-'))
+    tmp_out = None if 'output_dir' in a else tempfile.mkdtemp(prefix='colab-dpo-')
+    if tmp_out: a['output_dir'] = tmp_out   # 出力先の指定が無いときの一時フォルダは、トレーナーと一緒に消す（下の finalize）
     plan = plan_dpo_args(caps, **a)
     if cpu_compact is None: cpu_compact = os.environ.get('COLAB_DPO_CPU_COMPACT', '1') != '0'
     compact = cpu_compact_logprobs(bool(cpu_compact and (no_accel or a.get('use_cpu') or a.get('no_cuda'))))
     if plan.unsupported: warn('compat.unsupported_option', options=', '.join(plan.unsupported), trl=caps.trl_version, stacklevel=3)
-    train_ds, info = adapt_dataset(train_dataset, tokenizer, caps, plan.truncate_prompts)
-    eval_ds = None if eval_dataset is None else adapt_dataset(eval_dataset, tokenizer, caps, plan.truncate_prompts)[0]
+    adapt = _spec.adapt if _spec is not None else adapt_dataset
+    train_ds, info = adapt(train_dataset, tokenizer, caps, plan.truncate_prompts)
+    eval_ds = None if eval_dataset is None else adapt(eval_dataset, tokenizer, caps, plan.truncate_prompts)[0]
     tok, tok_fixes = _fix_tokenizer(tokenizer, caps)
-    cfg_cls = trl.DPOConfig if caps.has_dpoconfig else transformers.TrainingArguments
+    cfg_cls = _spec.config_cls if _spec is not None else trl.DPOConfig if caps.has_dpoconfig else transformers.TrainingArguments
+    trainer_cls = _spec.trainer_cls if _spec is not None else trl.DPOTrainer
+    ref_kw = dict(ref_model=None) if 'ref_model' in caps.trainer_params else {}
     leaked = os.environ.pop('ACCELERATE_MIXED_PRECISION', None)
     try:
         args = cfg_cls(**plan.config_kwargs)
-        trainer = trl.DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        trainer = trainer_cls(model=model, **ref_kw, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                  peft_config=peft_config, callbacks=callbacks, **{caps.tokenizer_kw: tok}, **plan.trainer_kwargs)
     finally:
         if leaked is None: os.environ.pop('ACCELERATE_MIXED_PRECISION', None)
@@ -783,6 +801,9 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
         unsupported=plan.unsupported, data=info, tokenizer_fixes=tok_fixes, trainable_cast_to_fp32=n32, cpu_compact_logprobs=compact,
         group_by_length=grouped,
         neutralised_env={'ACCELERATE_MIXED_PRECISION': leaked} if leaked else {},
-        reference='none (adapter disabled)' if peft_config is not None or _is_peft_model(model) else 'precomputed'
+        reference='none (reference-free method)' if not needs_ref else 'none (adapter disabled)' if peft_config is not None or _is_peft_model(model) else 'precomputed'
                   if a.get('precompute_ref_log_probs') else 'copy')
+    if tmp_out:
+        import shutil, weakref
+        weakref.finalize(trainer, shutil.rmtree, tmp_out, ignore_errors=True)
     return trainer

@@ -16,8 +16,8 @@ from .compat import (register_messages, msg, warn, lang, in_colab, ColabDPOError
 
 # %% auto #0
 __all__ = ['FORMATS', 'SAMPLES', 'decode_text', 'detect_format', 'token_lengths', 'PreferenceData', 'load_preferences',
-           'split_train_eval', 'pretruncate_prompts', 'sample_path', 'load_sample', 'load_prompts', 'check_data',
-           'check_data_cli']
+           'UnpairedData', 'split_train_eval', 'pretruncate_prompts', 'sample_path', 'load_sample', 'load_prompts',
+           'check_data', 'check_data_cli']
 
 # %% ../nbs/02_data.ipynb #1dae259a
 register_messages({
@@ -440,6 +440,7 @@ FORMATS = {
  'alpaca': ('Alpaca 形式（instruction・input と chosen・rejected）', 'Alpaca (instruction/input + chosen/rejected)'),
  'scored': ('二つの応答とスコア（高い方を chosen に）', 'two answers with scores (the higher becomes chosen)'),
  'labeled': ('二つの応答と、どちらが良いかのラベル', 'two answers with a preference label'),
+ 'unpaired': ('ペアでない評価（prompt・completion・label が True/False。KTO 用）', 'unpaired feedback (prompt, completion, label True/False; for KTO)'),
 }
 
 class _Bad(Exception):
@@ -663,6 +664,7 @@ _NORMALISERS = dict(standard=_n_standard, conversational=_n_conv, hh_rlhf_ja=_n_
 
 # %% ../nbs/02_data.ipynb #ec670f3f
 def _row_format(r:dict) -> str|None:
+    if 'completion' in r and 'label' in r and 'chosen' not in r: return 'unpaired'
     if 'chosen' in r and 'rejected' in r:
         c = r['chosen']
         if 'prompt' in r:
@@ -1039,6 +1041,7 @@ def load_preferences(source=None,                # パス（ファイル・フ�
     recs = [_rename(r, ren, forced) if ren and isinstance(r, dict) else r for r in raw.recs]
     try: spec = detect_format(recs, format) if recs else dict(format=format, conv=False)
     except DataFormatError as e: e.context.setdefault('file', src); raise
+    if spec['format'] == 'unpaired': return _load_unpaired(recs, raw, spec, _Checker(_special_tokens(tok) + list(special_tokens or [])), iss, tok, max_length, src, ren)
     P,C,R,where,ties,dups = _validate(recs, raw, spec, _Checker(_special_tokens(tok) + list(special_tokens or [])), iss) if recs else ([],)*4 + (0, 0)
     lengths = {}
     if tok is not None and P: P,C,R,where,lengths['tokens'] = _token_stage(tok, P, C, R, where, spec['conv'], max_length, raw, iss)
@@ -1059,6 +1062,102 @@ def load_preferences(source=None,                # パス（ファイル・フ�
     if iss.items: warn('data.rows_skipped', stacklevel=3, n=len(iss.items), total=raw.n_total, codes=', '.join(f'{k} ×{v}' for k,v in ic.items()))
     if ties: warn('data.ties_skipped', stacklevel=3, n=ties)
     return PreferenceData(_to_dataset(P, C, R), report, lengths)
+
+# %% ../nbs/02_data.ipynb #c9e20a02
+_GOOD, _BAD = {'true', '1', 'yes', 'good', 'desirable', 'positive', '👍', '良い', '良', 'はい'}, {'false', '0', 'no', 'bad', 'undesirable', 'negative', '👎', '悪い', '悪', 'いいえ'}
+
+def _label_bool(v) -> bool:
+    "KTO のラベルを True/False にする（読めなければ `_Bad`）"
+    if isinstance(v, bool): return v
+    if isinstance(v, (int, float)) and v in (0, 1): return bool(v)
+    if isinstance(v, str) and v.strip().lower() in _GOOD | _BAD: return v.strip().lower() in _GOOD
+    raise _Bad('data.wrong_type', 'label', expected='True/False', got=f'{_tname(v)} {v!r}'[:60], hint='')
+
+_SENTINEL = '\u2063'   # _check_row の rejected の席を埋める、検査に引っかからない文字（ペアの検査をそのまま使うため）
+
+def _check_unpaired(p, c, conv:bool, chk:_Checker):
+    "ペアと同じ検査・同じコードで 1 行を確かめる（応答の問題は completion のものとして出す）"
+    try: _check_row(p, c, [{'role': 'assistant', 'content': _SENTINEL}] if conv else _SENTINEL, conv, chk)
+    except _Bad as b:
+        if b.field == 'chosen': b.field = 'completion'
+        raise
+
+# %% ../nbs/02_data.ipynb #c9e20a03
+class UnpairedData(PreferenceData):
+    "検査済みのペアでない評価: `dataset`（prompt・completion・label）、`report`、`lengths`"
+    def summary(self, md:bool=False, max_issues:int=10) -> str:
+        "件数・望ましい行の割合・プロンプトごとの釣り合い・長さ・問題をまとめる"
+        r,s,li = self.report,self.report['stats'],('- ' if md else '  ')
+        out = [('**' if md else '') + _t('head', total=r['rows_total'], valid=r['rows_valid'], fmt=r['format'], desc=r['format_description']) + ('**' if md else '')]
+        if r['issue_counts']: out.append(li + _t('skipped', n=sum(r['issue_counts'].values()), codes=', '.join(f'{k} ×{v}' for k,v in r['issue_counts'].items())))
+        out.append(li + _t('kto_share', x=s['desirable_ratio'], d=s['desirable'], u=s['undesirable']))
+        if not 0.25 <= s['desirable_ratio'] <= 0.75 and r['rows_valid'] >= 20: out.append(li + _t('kto_skew', w=round(s['desirable'] / max(s['undesirable'], 1), 2)))
+        out.append(li + _t('kto_balance', n=s['prompts'], both=s['prompts_both'], good=s['prompts_only_desirable'], bad=s['prompts_only_undesirable']))
+        k = 'tokens' if s.get('tokens') else 'chars'
+        out.append(li + f"{_t(k)} ({_t('stat')}): " + ', '.join(f + ' {mean:g}/{median:g}/{p95:g}/{max}'.format(**s[k][f]) for f in ('prompt', 'completion')))
+        if s.get('truncated_ratio') is not None: out.append(li + _t('trunc', L=r['max_length'], x=s['truncated_ratio']))
+        out.append(li + _t('ja', x=s['japanese_ratio'], n=s['rows_without_japanese']))
+        for i in r['issues'][:max_issues]: out.append(li + f"[{i['code']}] " + i['message'])
+        return '\n'.join(out)
+
+_L.update(kto_share=('望ましい行（label=True）の割合: {x:.0%}（{d} 行 / 望ましくない行 {u} 行）', 'Desirable rows (label=True): {x:.0%} ({d} rows / {u} undesirable)'),
+          kto_skew=('⚠ 望ましい行と望ましくない行の数が偏っています。KTO では undesirable_weight を {w}（望ましい行数 ÷ 望ましくない行数）前後にして釣り合わせましょう',
+                    '⚠ Desirable and undesirable rows are unbalanced. For KTO, set undesirable_weight to about {w} (desirable ÷ undesirable rows)'),
+          kto_balance=('プロンプト {n} 個のうち、両方の評価を持つもの {both}、望ましい答えだけ {good}、望ましくない答えだけ {bad}',
+                       '{n} prompts: {both} with both labels, {good} desirable only, {bad} undesirable only'))
+
+# %% ../nbs/02_data.ipynb #c9e20a04
+def _unpaired_stats(P, C, Y, conv:bool, lengths:dict, max_length, dups:int) -> dict:
+    "文字数・トークン数・切り詰め・望ましい行の割合・プロンプトごとの釣り合い・重複・日本語の割合"
+    import numpy as np
+    T = [[_texts(x, conv) for x in V] for V in (P, C)]
+    lengths['chars'] = {f:np.fromiter(map(len, t), dtype=np.int64, count=len(t)) for f,t in zip(('prompt', 'completion'), T)}
+    s = dict(chars={f:_describe(a) for f,a in lengths['chars'].items()}, tokens={f:_describe(a) for f,a in lengths['tokens'].items()} if 'tokens' in lengths else None)
+    s['truncated_ratio'] = round(float(np.mean(lengths['tokens']['prompt'] + lengths['tokens']['completion'] > max_length)), 4) if max_length and 'tokens' in lengths else None
+    s['desirable'], s['undesirable'] = sum(Y), len(Y) - sum(Y)
+    s['desirable_ratio'] = round(s['desirable'] / max(len(Y), 1), 4)
+    by = {}
+    for p,y in zip(P, Y): by.setdefault(p if not conv else tuple((m['role'], m['content']) for m in p), set()).add(y)
+    s['prompts'], s['prompts_both'] = len(by), sum(len(v) == 2 for v in by.values())
+    s['prompts_only_desirable'], s['prompts_only_undesirable'] = sum(v == {True} for v in by.values()), sum(v == {False} for v in by.values())
+    s['duplicate_rows'] = dups
+    s['japanese_ratio'], s['rows_without_japanese'] = _ja_stats([a + '\n' + b for a,b in zip(*T)])
+    return s
+
+# %% ../nbs/02_data.ipynb #c9e20a05
+def _load_unpaired(recs, raw:_Rows, spec:dict, chk:_Checker, iss:_Issues, tok, max_length, src, ren) -> UnpairedData:
+    "ペアでない評価を 1 行ずつ検査し、トークン数と統計を付ける（`load_preferences` から呼ぶ）"
+    import datasets
+    conv, P, C, Y, where, seen, dups = spec['conv'], [], [], [], [], {}, 0
+    for i,r in enumerate(recs):
+        try:
+            if not isinstance(r, dict): raise _Bad('data.wrong_type', None, expected=_TN[dict][lang()!='ja'], got=_tname(r), hint='')
+            p, c, y = r.get('prompt'), r.get('completion'), _label_bool(r.get('label'))
+            if conv: p, c = _msgs(p, 'prompt', 'user'), _msgs(c, 'completion', 'assistant')
+            else:
+                for f,v in (('prompt', p), ('completion', c)):
+                    if not isinstance(v, str): raise _Bad('data.wrong_type', f, expected=_TN[str][lang()!='ja'], got=_tname(v), hint=_hint('type'))
+            _check_unpaired(p, c, conv, chk)
+            k = (_row_key(p, c, c, conv), y)
+            if k in seen: dups += 1; raise _Bad('data.duplicate_row', None, first=_where_first(raw, seen[k], i))
+            seen[k] = i
+        except _Bad as b: iss.add(b.code, field=b.field, **raw.loc(i), **b.kw); continue
+        P.append(p); C.append(c); Y.append(y); where.append(i)
+    lengths = {}
+    if tok is not None and P:
+        ymap = dict(zip(where, Y))   # トークンの段階で落ちた行のラベルも一緒に落とす
+        P, C, _, where, tl = _token_stage(tok, P, C, C, where, conv, max_length, raw, iss)
+        Y = [ymap[w] for w in where]
+        lengths['tokens'] = dict(prompt=tl['prompt'], completion=tl['chosen'])
+    ic = dict(Counter(i['code'] for i in iss.items).most_common())
+    report = AttrDict(rows_total=raw.n_total, rows_valid=len(P), format='unpaired', format_description=FORMATS['unpaired'][lang()!='ja'],
+                      conversational=conv, issues=iss.items, issue_counts=ic, ties=0, stats={}, max_length=max_length,
+                      tokenizer=getattr(tok, 'name_or_path', None) if tok is not None else None, source=src,
+                      encodings=raw.encodings, columns=ren, skipped_files=raw.skipped_files)
+    if not P: e = DataFormatError('data.no_usable_rows', file=src, total=raw.n_total, detail=', '.join(f'{k} ×{v}' for k,v in ic.items()) or '-'); e.report = report; raise e
+    report['stats'] = _unpaired_stats(P, C, Y, conv, lengths, max_length, dups)
+    if iss.items: warn('data.rows_skipped', stacklevel=4, n=len(iss.items), total=raw.n_total, codes=', '.join(f'{k} ×{v}' for k,v in ic.items()))
+    return UnpairedData(datasets.Dataset.from_dict(dict(prompt=P, completion=C, label=Y)), report, lengths)
 
 # %% ../nbs/02_data.ipynb #d4ad7481
 _PL = dict(prompt=('プロンプト', 'prompt'), chosen=('chosen（選ばれた応答）', 'chosen'), rejected=('rejected（退けられた応答）', 'rejected'),

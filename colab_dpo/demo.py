@@ -49,7 +49,8 @@ def run_demo(output_dir:str|Path='colab_dpo_demo', # 出力先
     "ミニモデルと同梱サンプルで、データの検査・学習・評価までをオフラインで通す"
     from colab_dpo.tiny import make_tiny_model, tiny_tokenizer
     from colab_dpo.data import load_sample
-    out = Path(output_dir).expanduser()
+    from colab_dpo.checkpoints import check_writable
+    out = check_writable(Path(output_dir).expanduser(), field='output_dir')   # ミニモデルを作る前に確かめる
     if pretrained:
         from colab_dpo.selftest import pretrain_mini_model
         model_dir = pretrain_mini_model(arch=arch); print(msg('demo.pretrained_model', path=model_dir))

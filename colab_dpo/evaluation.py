@@ -15,13 +15,13 @@ from .compat import (register_messages, msg, warn, lang, ColabDPOError, ConfigEr
 
 # %% auto #0
 __all__ = ['FAULTS', 'LN2', 'JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'MIN_PAIRS', 'norm_key', 'history_file', 'load_history',
-           'synthetic_history', 'HistoryFrames', 'history_frames', 'ema', 'plot_history', 'capture_glyph_warnings',
-           'Note', 'Notes', 'interpret_history', 'pair_ids', 'eval_batch_size', 'eval_quantization', 'length_batches',
-           'completion_logps', 'pair_logps', 'PreferenceEval', 'preference_eval', 'ja_ratio', 'distinct_n',
-           'prompt_ids', 'generate_answers', 'GenerationComparison', 'compare_generations', 'load_prompt_set',
-           'read_run_card', 'base_model_of', 'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p',
-           'pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health', 'EvalReport', 'evaluate_run',
-           'eval_cli']
+           'synthetic_history', 'HistoryFrames', 'history_frames', 'ema', 'plot_history', 'history_method',
+           'panels_for', 'capture_glyph_warnings', 'Note', 'Notes', 'interpret_history', 'pair_ids', 'eval_batch_size',
+           'eval_quantization', 'length_batches', 'completion_logps', 'pair_logps', 'PreferenceEval', 'preference_eval',
+           'ja_ratio', 'distinct_n', 'prompt_ids', 'generate_answers', 'GenerationComparison', 'compare_generations',
+           'load_prompt_set', 'read_run_card', 'base_model_of', 'eval_load_choice', 'load_run', 'plot_preference',
+           'wilson', 'mcnemar_p', 'pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health',
+           'EvalReport', 'evaluate_run', 'eval_cli']
 
 # %% ../nbs/04_eval.ipynb #286282f5
 register_messages({
@@ -260,7 +260,7 @@ def _panel(ax, fr:HistoryFrames, title:str, keys, ylabel:str, smooth:float):
     if not n:
         ax.text(0.5, 0.5, 'この記録にはありません', ha='center', va='center', transform=ax.transAxes, color='gray')
         return
-    if cols == ['loss']: ax.axhline(LN2, ls=':', color='gray', lw=1, label='ln 2（学習前の値）')
+    if cols == ['loss'] and 'kl' not in src: ax.axhline(LN2, ls=':', color='gray', lw=1, label='ln 2（学習前の値）')
     if cols == ['rewards/accuracies']: ax.axhline(0.5, ls=':', color='gray', lw=1, label='0.5（当て推量）'); ax.set_ylim(-0.05, 1.05)
     if cols == ['rewards/margins']: ax.axhline(0, ls=':', color='gray', lw=1)
     if cols == ['learning_rate']: ax.ticklabel_format(axis='y', style='sci', scilimits=(0, 0))
@@ -281,15 +281,34 @@ def plot_history(history_or_dir,               # load_history が受け取れる
     fr = history_frames(history_or_dir)
     fig = Figure(figsize=(12, 13))
     axs = fig.subplots(4, 2, sharex=True)  # 横軸（ステップ）を共有し、目盛りの数字は最下段だけに書く（描画が速くなる）
-    for ax,(t,keys,yl) in zip(axs.ravel(), _PANELS): _panel(ax, fr, t, keys, yl, smooth)
+    for ax,(t,keys,yl) in zip(axs.ravel(), panels_for(fr)): _panel(ax, fr, t, keys, yl, smooth)
     for ax in axs[-1]: ax.set_xlabel('ステップ'); ax.xaxis.set_tick_params(labelbottom=True)
     fig.subplots_adjust(hspace=0.3, wspace=0.22, top=0.94, bottom=0.05, left=0.07, right=0.98)  # constrained layout の半分の時間で描ける
     last = int(fr.train.index.max()) if len(fr.train) else 0
-    fig.suptitle(title or f'DPO 学習の記録（{last} ステップ、学習 {len(fr.train)} 回・評価 {len(fr.eval)} 回の記録）', fontsize=14)
+    fig.suptitle(title or f'{history_method(fr).upper()} 学習の記録（{last} ステップ、学習 {len(fr.train)} 回・評価 {len(fr.eval)} 回の記録）', fontsize=14)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         fig.savefig(Path(out_dir)/fname, dpi=100)
     return fig
+
+# %% ../nbs/04_eval.ipynb #d5e6f7a1
+def history_method(fr:HistoryFrames # `history_frames` の結果
+                  ) -> str:         # 'dpo'・'orpo'・'simpo'・'kto'
+    "記録の指標名から手法を見分ける（ORPO は log_odds_ratio、KTO は kl、SimPO/CPO は nll_loss を記録する）"
+    cols = set(fr.train.columns) | set(fr.eval.columns)
+    return 'orpo' if 'log_odds_ratio' in cols else 'kto' if 'kl' in cols else 'simpo' if 'nll_loss' in cols else 'dpo'
+
+_METHOD_PANELS = dict(   # 手法ごとに差し替えるグラフ（位置 → 題・指標・縦軸）
+    orpo={0: ('損失（loss と SFT の nll_loss）', ['loss', 'nll_loss'], 'loss'), 1: ('オッズ比の対数（log_odds_chosen）', ['log_odds_chosen'], 'log オッズ'),
+          2: ('log σ(オッズ比)（log_odds_ratio）', ['log_odds_ratio'], 'log σ')},
+    simpo={0: ('損失（loss と nll_loss）', ['loss', 'nll_loss'], 'loss')},
+    kto={3: ('KL の推定（kl）', ['kl'], 'KL')})
+
+def panels_for(fr:HistoryFrames) -> list:
+    "記録の手法に合わせたグラフの並び（DPO なら `_PANELS` のまま）"
+    p = list(_PANELS)
+    for i,v in _METHOD_PANELS.get(history_method(fr), {}).items(): p[i] = v
+    return p
 
 # %% ../nbs/04_eval.ipynb #eaf0d869
 @contextlib.contextmanager
@@ -458,6 +477,48 @@ def interpret_history(history,        # load_history が受け取れるもの
     for r in _RULES: notes += (r(h, fr, lora) if r is _rule_lr else r(h, fr)) or []
     for x in notes: x.values = {k: _py(v) for k,v in x.values.items()}
     return Notes(sorted(notes, key=lambda x: list(_LEVELS).index(x.level)))
+
+# %% ../nbs/04_eval.ipynb #d5e6f7a3
+register_messages({
+    'eval.orpo_no_separation': dict(
+        ja='ORPO の log_odds_chosen が最後の 1/4 で平均 {odds:.3f} と 0 以下のままです（log_odds_ratio {ratio:.3f}）。chosen の方が出やすくなっていません。β（オッズ比の項の重み λ、0.1〜1）か学習率を上げ、ペアに差があるか確かめてください',
+        en='ORPO log_odds_chosen stays at {odds:.3f} (≤ 0) over the last quarter (log_odds_ratio {ratio:.3f}): chosen answers have not become more likely. Raise β (the odds-ratio weight λ, 0.1–1) or the learning rate, and check that the pairs differ'),
+    'eval.orpo_progress': dict(
+        ja='ORPO: log_odds_chosen {o0:.3f} → {o1:.3f}、SFT の損失 nll_loss {n0:.3f} → {n1:.3f}。参照モデルが無いので rewards/* は β×log-prob で、暗黙の報酬ではありません',
+        en='ORPO: log_odds_chosen {o0:.3f} → {o1:.3f}, SFT loss nll_loss {n0:.3f} → {n1:.3f}. There is no reference model, so rewards/* are β×log-prob, not implicit rewards'),
+    'eval.nll_up': dict(
+        ja='SFT の損失 nll_loss が {n0:.3f} から {n1:.3f} に上がりました（chosen の答え自体が出にくくなっている）。学習率を下げてください',
+        en='The SFT loss nll_loss rose from {n0:.3f} to {n1:.3f} (the chosen answers themselves became less likely). Lower the learning rate'),
+    'eval.kto_kl_high': dict(
+        ja='KTO の KL の推定が最後の 1/4 で平均 {kl:.3f} と大きく、方策が参照から離れすぎています。学習率を下げるか β を上げてください',
+        en='KTO KL estimate averages {kl:.3f} over the last quarter: the policy drifted far from the reference. Lower the learning rate or raise β'),
+    'eval.kto_kl_zero': dict(
+        ja='KTO の KL の推定が {n} 回の記録でずっと 0 でした（0 で切られるため）。KL の項が効いていないので、望ましい・望ましくない答えの報酬だけで判断してください',
+        en='The KTO KL estimate stayed 0 in all {n} logs (it is clamped at 0), so the KL term had no effect; judge by the desirable/undesirable rewards'),
+    'eval.kto_reversed': dict(
+        ja='KTO の報酬マージン（望ましい − 望ましくない）が最後の 1/4 で平均 {margin:.3f} と負です。label の向き（True が望ましい）を確かめてください',
+        en='KTO reward margin (desirable − undesirable) averages {margin:.3f} over the last quarter. Check the label direction (True = desirable)'),
+})
+
+def _rule_method(h, fr):
+    m, out = history_method(fr), []
+    if m in ('orpo', 'simpo') and (n := _s(fr.train, 'nll_loss')) is not None and len(n) >= 8:
+        n0, n1 = _ends(n)
+        if n1 > 1.1*n0 + 0.05: out.append(Note('eval.nll_up', 'warning', dict(n0=n0, n1=n1)))
+    if m == 'orpo' and (o := _s(fr.train, 'log_odds_chosen')) is not None and len(o) >= 5:
+        (o0, o1), r = _ends(o), _s(fr.train, 'log_odds_ratio')
+        if o1 <= 0: out.append(Note('eval.orpo_no_separation', 'warning', dict(odds=o1, ratio=_ends(r)[1] if r is not None else float('nan'))))
+        n = _s(fr.train, 'nll_loss')
+        out.append(Note('eval.orpo_progress', 'info', dict(o0=o0, o1=o1, **dict(zip(('n0', 'n1'), _ends(n) if n is not None and len(n) >= 2 else (float('nan'),)*2)))))
+    if m == 'kto' and (kl := _s(fr.train, 'kl')) is not None and len(kl) >= 5:
+        k1 = _ends(kl)[1]
+        if k1 > 1.0: out.append(Note('eval.kto_kl_high', 'warning', dict(kl=k1)))
+        elif (kl == 0).all(): out.append(Note('eval.kto_kl_zero', 'info', dict(n=len(kl))))
+        mg = _s(fr.train, 'rewards/margins')
+        if mg is not None and len(mg) >= 5 and _ends(mg)[1] < -0.05: out.append(Note('eval.kto_reversed', 'warning', dict(margin=_ends(mg)[1])))
+    return out
+
+_RULES.append(_rule_method)
 
 # %% ../nbs/04_eval.ipynb #7e86d2c7
 def _conv(x) -> bool: return isinstance(x, list) and bool(x) and isinstance(x[0], dict) and 'role' in x[0]
@@ -1183,8 +1244,8 @@ class EvalReport:
     data:dict     # report.json の中身
     figures:dict  # 図の名前 → PNG のパス
     @property
-    def summary_text(self) -> str: return f"効果: {self.data['verdict']['message']}\n健全性: {self.data['health']['message']}"
-    def __repr__(self): return f"評価レポート: {self.dir/'report.md'}\n{self.summary_text}"
+    def summary_text(self) -> str: return msg('eval.summary', verdict=self.data['verdict']['message'], health=self.data['health']['message'])
+    def __repr__(self): return msg('eval.report_at', path=self.dir/'report.md') + f"\n{self.summary_text}"
     def _repr_markdown_(self) -> str:
         md = self.markdown
         for name,p in self.figures.items():
@@ -1279,9 +1340,13 @@ def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_
     return EvalReport(out, md, d, figs)
 
 # %% ../nbs/04_eval.ipynb #32db024a
+register_messages({'eval.summary': dict(ja='効果: {verdict}\n健全性: {health}', en='Effect: {verdict}\nHealth: {health}'),
+                   'eval.report_at': dict(ja='評価レポート: {path}', en='Evaluation report: {path}'),
+                   'eval.report_file': dict(ja='レポート: {path}', en='Report: {path}')})
+
 @call_parse
 @cli_errors
-def eval_cli(run_dir:str=None,        # colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）
+def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）。無ければ eval.missing_run_dir
              prompts:str=None,        # プロンプト集: 'ja'（既定）、'elyza'、'mt-bench'、またはファイル（.txt/.jsonl/.json/.csv）
              data:str=None,           # 保留の選好データ（JSONL など。無ければ run_card の eval_data）
              max_new_tokens:int=128,  # 回答の最大トークン数
@@ -1300,4 +1365,4 @@ def eval_cli(run_dir:str=None,        # colab-dpo-train の出力フォルダ（
                      n_prompts=n_prompts, out_dir=out_dir)
     print(msg('eval.phase_total', secs=time.time() - t0))
     print(r.summary_text)
-    print(f"レポート: {r.dir/'report.md'}")
+    print(msg('eval.report_file', path=r.dir/'report.md'))

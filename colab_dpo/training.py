@@ -21,8 +21,8 @@ from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数�
 # %% auto #0
 __all__ = ['PROFILES', 'PROFILE_PROCESSES', 'GB', 'DPORecipe', 'world_size', 'detect_profile', 'ModelShape', 'model_shape',
            'estimate_memory', 'MemoryPlan', 'plan_memory', 'token_stats', 'MemoryMonitorCallback', 'TrainResult',
-           'ref_passes', 'train_dpo', 'run_card', 'run_card_markdown', 'write_run_card', 'merge_adapter', 'push_run',
-           'cli_recipe', 'train_cli']
+           'ref_passes', 'strip_adapter', 'train_dpo', 'run_card', 'run_card_markdown', 'write_run_card',
+           'merge_adapter', 'push_run', 'cli_recipe', 'train_cli']
 
 # %% ../nbs/03_training.ipynb #4ac1ce26
 register_messages({
@@ -71,7 +71,8 @@ register_messages({
 # %% ../nbs/03_training.ipynb #377a66cd
 _CHOICES = dict(quantization=(None, '4bit', '8bit'), precision=(None, 'fp16', 'bf16', 'fp32'),
                 loss_type=('sigmoid', 'hinge', 'ipo', 'robust', 'bco_pair', 'exo_pair', 'nca_pair', 'aot', 'aot_pair',
-                           'sppo_hard', 'apo_zero', 'apo_down', 'discopop', 'sft'))
+                           'sppo_hard', 'apo_zero', 'apo_down', 'discopop', 'sigmoid_norm', 'sft', 'kto', 'apo_zero_unpaired'),
+                method=('dpo', 'orpo', 'simpo', 'kto'))
 
 def _check_finite(r):
     "NaN や inf は大小の比較をすり抜けるので、先に止める"
@@ -109,6 +110,12 @@ def _coerce(name:str, value, tp):
         if isinstance(value, bool): return value
         if isinstance(value, str) and value.lower() in ('true','false','yes','no','1','0'): return value.lower() in ('true','yes','1')
         raise _bad(name, value, 'true か false を指定してください')
+    if 'list[float]' in kinds:
+        vs = value.split(',') if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+        try:
+            if not any(isinstance(v, bool) for v in vs): return [float(v) for v in vs]
+        except (TypeError, ValueError): pass
+        raise _bad(name, value, '数値のリストを指定してください')
     if 'list[str]' in kinds:
         if isinstance(value, str): return value if 'str' in kinds else [value]
         if isinstance(value, (list, tuple)) and all(isinstance(o, str) for o in value): return list(value)
@@ -143,8 +150,10 @@ class DPORecipe:
     lora_alpha:int=32  # LoRA のスケール α
     lora_dropout:float=0.05  # LoRA のドロップアウト
     lora_targets:str|list[str]='auto'  # LoRA を差す層（'auto' は注意と MLP の全線形層）
+    method:str='dpo'  # 手法: 'dpo'、'orpo'、'simpo'（参照なし・省メモリ）、'kto'（ペアでない 👍/👎 データ、ペアからも可）
     beta:float=0.1  # DPO の β（参照モデルからどれだけ離れてよいか。小さいほど大きく動く）
-    loss_type:str='sigmoid'  # DPO の損失の種類（TRL の名前のまま）
+    loss_type:str|list[str]='sigmoid'  # DPO の損失の種類（TRL の名前のまま）。リストなら重み付きの和（TRL 0.20 以降。'sft' で SFT を混ぜる）
+    loss_weights:list[float]|None=None  # loss_type がリストのときの重み（None なら全部 1）
     rpo_alpha:float|None=None  # RPO の NLL 項の重み（None で使わない）
     learning_rate:float=5e-5  # 学習率
     lr_scheduler_type:str='cosine'  # 学習率スケジュール
@@ -184,9 +193,13 @@ class DPORecipe:
 
     def __post_init__(self):
         for f in fields(self): setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
+        if isinstance(self.loss_type, str) and ',' in self.loss_type: self.loss_type = [x.strip() for x in self.loss_type.split(',')]   # CLI・YAML の 'sigmoid,sft'
         _check_finite(self)   # NaN は下の大小の比較をすり抜けるので先に
         for k,ch in _CHOICES.items():
-            if getattr(self, k) not in ch: raise _bad(k, getattr(self, k), f'{[c for c in ch]} のどれかにしてください')
+            v = getattr(self, k)
+            if any(x not in ch for x in (v if isinstance(v, list) else [v])) or v == []: raise _bad(k, v, f'{[c for c in ch]} のどれかにしてください')
+        if self.loss_weights is not None and len(self.loss_weights) != (len(self.loss_type) if isinstance(self.loss_type, list) else 1):
+            raise _bad('loss_weights', self.loss_weights, f'loss_type（{self.loss_type}）と同じ数にしてください')
         pos = ['lora_r','lora_alpha','learning_rate','max_length','max_prompt_length','per_device_train_batch_size',
                'gradient_accumulation_steps','logging_steps','save_steps','num_train_epochs','preflight_rows']
         for k in pos:
@@ -411,7 +424,8 @@ def estimate_memory(shape:ModelShape, # `model_shape` の結果
                     optim:str='paged_adamw_8bit', # オプティマイザー名（TRL/transformers の名前）
                     gradient_checkpointing:bool=True, # 勾配チェックポイント
                     precompute_ref:bool=False, # 参照の log-prob を事前計算するか
-                    fused_lm_head:bool=False # 融合 LM ヘッド（ロジットを作らない TRL）か
+                    fused_lm_head:bool=False, # 融合 LM ヘッド（ロジットを作らない TRL）か
+                    method:str='dpo' # 'dpo'・'orpo'・'simpo'（参照の順伝播なし）・'kto'（1 行 1 系列＋KL 用のずらしたバッチ）
                    ) -> dict: # 項目 → バイト数
     "学習 1 ステップのピーク GPU メモリを項目ごとに見積もる（バイト）"
     a = 4 if precision == 'fp32' else 2
@@ -421,14 +435,16 @@ def estimate_memory(shape:ModelShape, # `model_shape` の結果
     lora = n_lora * (4 + 4 + _OPT_BYTES.get(optim, 8))
     h, kv, I = shape.hidden, shape.kv_heads*shape.head_dim, shape.intermediate
     per_layer = 10*h + 2*kv + (5 if shape.gated else 3)*I
-    T = 2 * micro_batch * seq_len
+    T = (1 if method == 'kto' else 2) * micro_batch * seq_len   # KTO の 1 行は答え 1 つ
     acts = T*a*(shape.layers*h + per_layer) if gradient_checkpointing else T*a*shape.layers*per_layer
     attn = 2*micro_batch * shape.heads * seq_len**2 * (_ATTN_BYTES + (0 if gradient_checkpointing else 4*(shape.layers-1)))
     if fused_lm_head:   # タイルは逆伝播の活性化のピークと重ならない（実測でピークは重み＋LoRA＋活性化＋注意だけ）
         return dict(weights=weights, lora=lora, activations=acts, attention=attn, logits=0, ref_forward=0, overhead=0)
     logits = T*shape.vocab*4
-    return dict(weights=weights, lora=lora, activations=acts, attention=attn, logits=logits,
-                ref_forward=0 if precompute_ref else logits, overhead=_OVERHEAD)
+    d = dict(weights=weights, lora=lora, activations=acts, attention=attn, logits=logits,
+             ref_forward=0 if precompute_ref or method in ('orpo', 'simpo') else logits, overhead=_OVERHEAD)
+    if method == 'kto': d['kl_batch'] = logits   # KL 推定のための、勾配なしの方策の順伝播（ずらしたバッチ）
+    return d
 
 # %% ../nbs/03_training.ipynb #b51dd025
 _LABELS = dict(weights='重み', lora='LoRA（重み・勾配・オプティマイザー）', activations='活性化', attention='注意（L²）', logits='ロジット（fp32）',
@@ -469,6 +485,13 @@ class MemoryPlan:
         dp = [f'{self.world_size} プロセスのデータ並列なので、上の実効バッチはプロセスあたり {self.micro_batch*self.grad_accum}、全体で {self.effective_batch} です'] if per else []
         return '\n'.join(lines + [f'  ・{r}' for r in self.reasons + dp])
 
+# %% ../nbs/03_training.ipynb #a7e3b1c2
+register_messages({'train.plan_no_reference': dict(
+    ja='{method} は参照モデルを使わないので、参照の順伝播と事前計算は見積もりに入れません',
+    en='{method} has no reference model, so no reference forward pass or precomputation is counted'),
+    'train.unpaired_needs_kto': dict(ja='データはペアでない評価（prompt・completion・label）です。この形を学習できるのは method="kto" だけです（今は {method}）',
+                                     en='The data is unpaired feedback (prompt, completion, label). Only method="kto" can train on it (now {method})')})
+
 # %% ../nbs/03_training.ipynb #5d4c8e16
 def _free_vram_gb() -> float|None:
     import torch
@@ -487,11 +510,12 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
                 vram_gb:float|None=None, # 空き VRAM（None なら実測、GPU がなければ見積もりのみ）
                 margin:float=0.1, # 残す余裕の割合
                 max_micro_batch:int=8, # マイクロバッチの上限
-                fused_lm_head:bool|None=None # 融合 LM ヘッドの TRL か（None ならインストール済みの TRL を調べる）
+                fused_lm_head:bool|None=None, # 融合 LM ヘッドの TRL か（None ならインストール済みの TRL を調べる）
+                method:str='dpo' # 'dpo'・'orpo'・'simpo'・'kto'（`estimate_memory` の手法ごとの項）
                ) -> MemoryPlan:
     "空き VRAM に収まるマイクロバッチ・勾配蓄積・参照の事前計算を選び、理由付きの計画を返す"
     shape = model_config if isinstance(model_config, ModelShape) else model_shape(model_config)
-    fused = _fused_lm_head_available() if fused_lm_head is None else fused_lm_head
+    fused = (_fused_lm_head_available() and method == 'dpo') if fused_lm_head is None else fused_lm_head   # 融合ヘッドを使うのは DPO だけ
     longest = (token_stats or {}).get('pair_max')
     L = min(max_length, longest) if longest else max_length
     E = micro_batch * grad_accum
@@ -501,7 +525,7 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
     vram = _free_vram_gb() if vram_gb is None else vram_gb
     est = lambda m, gc, pre: estimate_memory(shape, seq_len=L, micro_batch=m, quantization=quantization, precision=precision,
                                              lora_r=lora_r, lora_targets=lora_targets, optim=optim, gradient_checkpointing=gc,
-                                             precompute_ref=pre, fused_lm_head=fused)
+                                             precompute_ref=pre, fused_lm_head=fused, method=method)
     def mk(m, gc, pre, budget, fits):
         b = est(m, gc, pre)
         return MemoryPlan(m, E//m, gc, pre, L, sum(b.values())/GB, budget, fits, {k: v/GB for k,v in b.items()}, reasons, fused)
@@ -509,8 +533,9 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
         reasons.append('GPU がないので、指定の設定のまま見積もりだけを示します')
         return mk(micro_batch, gradient_checkpointing, bool(precompute_ref_log_probs), None, None)
     budget = vram * (1 - margin)
-    pres = [False, True] if precompute_ref_log_probs is None else [precompute_ref_log_probs]
-    micros = [m for m in range(min(E, max_micro_batch), 0, -1) if E % m == 0]
+    pres = [False] if method in ('orpo', 'simpo') else [False, True] if precompute_ref_log_probs is None else [precompute_ref_log_probs]
+    micros = [m for m in range(min(E, max_micro_batch), 0, -1) if E % m == 0 and (m >= 2 or method != 'kto' or E < 2)]   # KTO の KL はバッチ 2 以上
+    if method in ('orpo', 'simpo'): reasons.append(msg('train.plan_no_reference', method=method))
     for gc in ([True] if gradient_checkpointing else [False, True]):
         for m in micros:
             for pre in pres:
@@ -529,7 +554,7 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
                     reasons.append(f'参照モデルの log-prob を学習前に計算し、学習中の参照の順伝播（{p.breakdown["logits"]:.2f} GB）を省きます')
                 elif not pre: reasons.append('参照の log-prob は学習中に計算します（収まるので、事前計算の待ち時間を省きます）')
                 return p
-    p = mk(1, True, True if precompute_ref_log_probs is None else precompute_ref_log_probs, budget, False)
+    p = mk(micros[-1] if micros else 1, True, pres[-1], budget, False)
     grow = p.breakdown['activations'] + p.breakdown['attention'] + p.breakdown['logits']   # 系列長とともに増える分（L² の項もおおまかに比例で）
     fixed, per_tok = p.peak_gb*GB - grow*GB, grow*GB / L
     suggest = max(128, int((budget*GB - fixed) / per_tok) // 128 * 128) if per_tok else L
@@ -692,28 +717,19 @@ def _as_recipe(recipe_or_path, overrides:dict) -> DPORecipe:
     if isinstance(recipe_or_path, dict): return DPORecipe.from_dict({**recipe_or_path, **overrides})
     return DPORecipe.load(recipe_or_path, **overrides)
 
-def _get(obj, *keys, default=None):
-    "辞書でもオブジェクトでも、最初に見つかった値を返す"
-    for k in keys:
-        v = obj.get(k) if isinstance(obj, dict) else getattr(obj, k, None)
-        if v is not None: return v
-    return default
-
 def _default_models() -> list[str]:
-    from colab_dpo import loading
-    reg = getattr(loading, 'MODEL_REGISTRY', None) or {}
-    return list(reg) if isinstance(reg, dict) else [_get(m, 'model_id', 'name', 'id') for m in reg]
+    "モデルの指定が無いときの候補: 読み込みモジュールの既定（`DEFAULT_CANDIDATES`。登録簿の全部ではない）"
+    from colab_dpo.loading import DEFAULT_CANDIDATES
+    return list(DEFAULT_CANDIDATES)
 
 def _registry_entry(model_id:str):
-    try: from colab_dpo import loading
-    except ImportError: return None
-    reg = getattr(loading, 'MODEL_REGISTRY', None) or {}
-    if isinstance(reg, dict): return reg.get(model_id)
-    return next((m for m in reg if _get(m, 'model_id', 'name', 'id') == model_id), None)
+    "登録簿の `ModelSpec`（登録されていなければ None）"
+    from colab_dpo.loading import MODEL_REGISTRY
+    return MODEL_REGISTRY.get(model_id)
 
 def _model_licence(model_id:str, folder=None) -> str|None:
     "モデルのライセンス（登録簿 → モデルカードの license 行。わからなければ None）"
-    lic = _get(_registry_entry(model_id) or {}, 'license', 'licence')
+    lic = getattr(_registry_entry(model_id), 'license', None)
     if lic is None and folder and (Path(folder)/'README.md').is_file():
         for line in (Path(folder)/'README.md').read_text(encoding='utf-8', errors='ignore').splitlines()[:40]:
             if line.strip().lower().startswith('license:'): lic = line.split(':', 1)[1].strip(); break
@@ -730,7 +746,7 @@ def _arch_of(src) -> str|None:
     if src is None: return None
     p = Path(str(src)).expanduser()
     if (p/'config.json').is_file(): return json.loads((p/'config.json').read_text()).get('model_type')
-    arch = _get(_registry_entry(str(src)) or {}, 'arch', 'model_type')
+    arch = getattr(_registry_entry(str(src)), 'arch', None)
     if arch: return arch
     if _hub_problem(): return None   # オフラインなら Hub を待たない（リトライで 50 秒かかる）
     try:
@@ -755,9 +771,8 @@ def _load(recipe:DPORecipe, workdir:Path) -> tuple:
     if not recipe.dry_run:
         model, tok, report = loading.load_model(models, **_load_kw(recipe))
         if recipe.tokenizer: tok = loading.load_tokenizer(recipe.tokenizer)
-        mid = str(_get(report, 'model', 'model_id', default=models[0]))
-        rep = report.to_dict() if hasattr(report, 'to_dict') else report
-        return model, tok, dict(model_id=mid, source=mid, dry_run=False, load_report=_jsonable(rep))
+        mid = str(report.model or models[0])
+        return model, tok, dict(model_id=mid, source=mid, dry_run=False, load_report=_jsonable(report.to_dict()))
     import torch
     from transformers import AutoModelForCausalLM
     from colab_dpo.tiny import make_tiny_model, TINY_ARCHS
@@ -792,6 +807,9 @@ def _load_data(recipe:DPORecipe, tok, stats_rows:int|None=None, stats_max_length
     if recipe.max_rows and len(ds) > recipe.max_rows: ds = ds.select(range(recipe.max_rows))
     tl = (getattr(pd, 'lengths', None) or {}).get('tokens')
     L = stats_max_length or recipe.max_length
+    if tl is not None and 'completion' in tl:   # ペアでない評価（KTO）: 1 行が答え 1 つ
+        if recipe.method != 'kto': raise ConfigError('train.unpaired_needs_kto', field='method', method=recipe.method)
+        tl = dict(prompt=tl['prompt'], chosen=tl['completion'], rejected=tl['completion'])
     stats = (_stats_from_lengths(tl['prompt'][:n], (tl['prompt'] + _np_max(tl['chosen'], tl['rejected']))[:n], L)
              if tl is not None else token_stats(ds, tok, L))   # data が数えた長さがあれば使う（速い）
     ev = None
@@ -816,6 +834,7 @@ def _dpo_args(recipe:DPORecipe, settings:dict, ckdir:Path, precision:str, has_ev
              logging_nan_inf_filter=False, **settings)   # NaN をログで平均値に置き換えず、そのまま見せる
     if has_eval: d['eval_steps'] = eval_steps
     if recipe.rpo_alpha is not None: d['rpo_alpha'] = recipe.rpo_alpha
+    if recipe.loss_weights is not None: d['loss_weights'] = recipe.loss_weights
     return {**d, **extra}
 
 def _vram_budget(recipe:DPORecipe) -> float|None:
@@ -856,7 +875,7 @@ def _target_plan(recipe:DPORecipe, info:dict, stats:dict) -> MemoryPlan|None:
                            max_length=recipe.max_length, micro_batch=recipe.per_device_train_batch_size,
                            grad_accum=recipe.gradient_accumulation_steps, gradient_checkpointing=True,
                            precompute_ref_log_probs=recipe.precompute_ref_log_probs, token_stats=stats,
-                           vram_gb=recipe.vram_gb or PROFILES['t4']['vram_gb'], margin=recipe.vram_margin)
+                           vram_gb=recipe.vram_gb or PROFILES['t4']['vram_gb'], margin=recipe.vram_margin, method=recipe.method)
     return None
 
 def _shrink_for_dry_run(r:DPORecipe) -> DPORecipe:
@@ -866,9 +885,10 @@ def _shrink_for_dry_run(r:DPORecipe) -> DPORecipe:
                      gradient_accumulation_steps=1, eval_ratio=min(r.eval_ratio, 0.25), save_steps=2, logging_steps=1, preflight_steps=0,
                      merge=False, push_to_hub=None, resume=None, oom_retries=0)
 
-def _reload(info:dict, recipe:DPORecipe):
-    "OOM の再試行・予行演習の後に、同じモデルをまっさらな状態で読み直す"
+def _reload(info:dict, recipe:DPORecipe, base=None):
+    "OOM の再試行・予行演習の後に、同じモデルをまっさらな状態で読み直す（事前に読んだ基盤モデルなら LoRA を外して使い回す）"
     import torch
+    if base is not None: return strip_adapter(base)
     if info['dry_run']:
         from transformers import AutoModelForCausalLM
         return AutoModelForCausalLM.from_pretrained(info['source'], **{_dtype_kw(): torch.float32})
@@ -885,9 +905,10 @@ def _make_trainer(model, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict
     from transformers import set_seed
     set_seed(recipe.seed)
     lora = loading.lora_config(model, r=recipe.lora_r, alpha=recipe.lora_alpha, dropout=recipe.lora_dropout, targets=recipe.lora_targets)
-    return compat.make_dpo_trainer(model, tok, train_ds, eval_dataset=eval_ds, peft_config=lora, callbacks=callbacks,
-                                   group_by_length=_group_by_length(recipe, settings),
-                                   **_dpo_args(recipe, settings, ckdir, precision, eval_ds is not None, **extra))
+    from colab_dpo.methods import make_trainer
+    return make_trainer(model, tok, train_ds, method=recipe.method, eval_dataset=eval_ds, peft_config=lora, callbacks=callbacks,
+                        group_by_length=_group_by_length(recipe, settings) and recipe.method != 'kto',
+                        **_dpo_args(recipe, settings, ckdir, precision, eval_ds is not None, **extra))
 
 def _preflight(model, tok, train_ds, recipe:DPORecipe, settings:dict, precision:str, extra:dict, fault:dict):
     "最長の数行で数ステップだけ走らせ、データ・テンプレート・メモリ・損失を確かめる（保存はしない）"
@@ -924,6 +945,7 @@ def ref_passes(recipe:DPORecipe, # レシピ
 
 def _precompute_default(recipe:DPORecipe, rows:int) -> bool|None:
     "precompute_ref_log_probs が None のときの既定: 2 周以上なら事前計算（参照の順伝播は 1 周で済む）。それ以外は計画に任せる"
+    if recipe.method in ('orpo', 'simpo'): return False   # 参照モデルが無い
     if recipe.precompute_ref_log_probs is not None: return recipe.precompute_ref_log_probs
     return True if ref_passes(recipe, rows) >= 2 else None
 
@@ -932,12 +954,14 @@ def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, prec
     pre = _precompute_default(recipe, rows)
     settings = dict(per_device_train_batch_size=recipe.per_device_train_batch_size, gradient_accumulation_steps=recipe.gradient_accumulation_steps,
                     gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=bool(pre))
+    if recipe.method == 'kto' and settings['per_device_train_batch_size'] < 2:   # KTO の KL 項はマイクロバッチ内でずらして推定する
+        settings.update(per_device_train_batch_size=2, gradient_accumulation_steps=max(1, settings['gradient_accumulation_steps'] // 2))
     if recipe.dry_run: return _per_rank(_target_plan(target, info, stats)), settings
     plan = plan_memory(model.config, quantization=recipe.quantization, precision=precision, lora_r=recipe.lora_r,
                        lora_targets=recipe.lora_targets, optim=recipe.optim, max_length=recipe.max_length, token_stats=stats,
                        micro_batch=recipe.per_device_train_batch_size, grad_accum=recipe.gradient_accumulation_steps,
                        gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=pre,
-                       vram_gb=_vram_budget(recipe), margin=recipe.vram_margin)
+                       vram_gb=_vram_budget(recipe), margin=recipe.vram_margin, method=recipe.method)
     if pre and recipe.precompute_ref_log_probs is None:
         plan.reasons.append(f'学習はデータを {ref_passes(recipe, rows):.1f} 周するので、参照の log-prob を最初に 1 周だけ計算します（参照の順伝播が周回ごとに要らなくなる）')
     if plan.fits is False: warn('train.plan_no_fit', peak=plan.peak_gb, budget=plan.budget_gb, suggest=max(128, recipe.max_length // 2))
@@ -967,14 +991,14 @@ def _already_at_end(trainer, ck:Path|None, recipe:DPORecipe) -> bool:
     return True
 
 def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str,
-                         info:dict, callbacks:list, extra:dict, fault:dict) -> dict:
+                         info:dict, callbacks:list, extra:dict, fault:dict, base=None) -> dict:
     "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから続ける（基盤モデルは使い回し、壊れていれば読み直す）"
     # モデルは held（長さ 0 か 1 のリスト）から受け取る: 呼び出し側の変数に残ると、失敗したモデルが再試行の間も GPU に居座る
     resumed_from = resume_ck = _resolve_resume(recipe, ckdir)
     if resume_ck and int(os.environ.get('RANK', '0')) == 0: print(msg('ckpt.resuming', step=resume_ck.name.rsplit('-', 1)[1], path=resume_ck))
     monitor, retries = MemoryMonitorCallback(verbose=False), []
     for attempt in range(recipe.oom_retries + 1):
-        model = held.pop() if held else _reload(info, recipe)
+        model = held.pop() if held else _reload(info, recipe, base)
         watch, trainer, oom = _RunWatch(), None, None
         try:
             trainer = _make_trainer(model, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, [monitor, watch, *callbacks], **extra)
@@ -1000,6 +1024,13 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
         retries.append(dict(step=oom['step'], error=oom['error'], resumed_from=str(resume_ck) if resume_ck else None, reloaded=not held, **new))
         settings = new
 
+def _pref_eval_data(eval_ds):
+    "選好の正解率に使う保留のペア。ペアでない評価（KTO）は同じプロンプトの 👍/👎 を組にし、作れなければ None"
+    if eval_ds is None or 'completion' not in eval_ds.column_names: return eval_ds
+    from datasets import Dataset
+    from colab_dpo.methods import kto_eval_pairs
+    return Dataset.from_list(p) if (p := kto_eval_pairs(eval_ds)) else None
+
 def _save_outputs(run:dict, run_dir:Path, recipe:DPORecipe, tok, eval_ds) -> Path:
     "アダプター（＋トークナイザー）、実際に使ったレシピ、評価用データ、ログを書く"
     trainer, adapter_dir = run['trainer'], run_dir/'adapter'
@@ -1007,9 +1038,29 @@ def _save_outputs(run:dict, run_dir:Path, recipe:DPORecipe, tok, eval_ds) -> Pat
     if trainer.is_world_process_zero():
         tok.save_pretrained(adapter_dir)
         recipe.replace(**run['settings']).save(run_dir/'recipe.yaml')
-        if eval_ds is not None: eval_ds.to_json(str(run_dir/'eval_data.jsonl'), force_ascii=False)   # 評価モジュールが選好の正解率に使う
+        if (ev := _pref_eval_data(eval_ds)) is not None: ev.to_json(str(run_dir/'eval_data.jsonl'), force_ascii=False)   # 評価モジュールが選好の正解率に使う
         (run_dir/'log_history.json').write_text(json.dumps(_jsonable(trainer.state.log_history), ensure_ascii=False, indent=1))
     return adapter_dir
+
+# %% ../nbs/03_training.ipynb #e393bf5e
+def strip_adapter(model # LoRA を差し込まれたモデル（PeftModel でも、その中の基盤モデルでも）
+                 ): # LoRA 層を外した基盤モデル（同じオブジェクト）
+    "学習で差し込まれた LoRA 層を外し、基盤モデルを読み込んだときの形に戻す（次の学習で使い回すため）"
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    base = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    for name, mod in [(n, m) for n, m in base.named_modules() if isinstance(m, BaseTunerLayer)]:
+        parent, _, child = name.rpartition('.')
+        setattr(base.get_submodule(parent) if parent else base, child, mod.get_base_layer())
+    for a in ('peft_config', '_hf_peft_config_loaded'): base.__dict__.pop(a, None)
+    if getattr(base, '_require_grads_hook', None) is not None: base.disable_input_require_grads()   # 学習ごとにフックが増えないように
+    return base
+
+def _preloaded(model, tok) -> tuple:
+    "読み込み済みのモデル: トークナイザーを揃え、ランカード用の情報を作る"
+    from colab_dpo import loading
+    src = str(getattr(model.config, '_name_or_path', '') or 'preloaded')
+    tok = tok if tok is not None else loading.load_tokenizer(src)
+    return strip_adapter(model), tok, dict(model_id=src, source=src, dry_run=False, preloaded=True)
 
 # %% ../nbs/03_training.ipynb #b31af12e
 class _Progress(_Callback):
@@ -1058,10 +1109,18 @@ def _finished(run_dir:Path, ckdir:Path) -> TrainResult|None:
 # %% ../nbs/03_training.ipynb #c1dfa9dd
 def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、レシピファイル（YAML/JSON）、辞書。None なら既定のレシピ
               *, callbacks:list|None=None, # 追加の Trainer コールバック
+              model=None, # 読み込み済みの基盤モデル（None ならレシピの models から読む）。学習後は LoRA を外して返すので使い回せる
+              tokenizer=None, # model と組のトークナイザー（None なら model のフォルダから読む）
               _fault:dict|None=None, # テスト用の注入: {'oom_at_step': k}、{'nan_at_step': k}
               **overrides # レシピの項目の上書き（例: max_steps=20）
              ) -> TrainResult:
     "レシピどおりに DPO + LoRA で学習し、アダプター・ログ・ランカードを保存する（OOM・NaN・中断から回復する）"
+    if model is None: return _train_dpo(recipe_or_path, callbacks, _fault, None, None, overrides)
+    try: return _train_dpo(recipe_or_path, callbacks, _fault, model, tokenizer, overrides)
+    finally: strip_adapter(model); _free_cuda()   # 成功でも失敗でも、次の学習のために LoRA とオプティマイザーを手放す
+
+def _train_dpo(recipe_or_path, callbacks, _fault, base, tokenizer, overrides) -> TrainResult:
+    "`train_dpo` の本体: フォルダの確認、ロック、完了済みの判定（base は読み込み済みの基盤モデルか None）"
     target = _as_recipe(recipe_or_path, overrides)
     recipe = _shrink_for_dry_run(target) if target.dry_run else target
     main = int(os.environ.get('RANK', '0')) == 0
@@ -1074,13 +1133,13 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
             if main: print(msg('ckpt.already_complete', folder=str(run_dir), step=state.get('global_step')))
             return done
         if main: write_run_state([run_dir, ckdir], fp, 'running', **span)
-        try: res = _train_run(target, recipe, [*(callbacks or []), progress], _fault)
+        try: res = _train_run(target, recipe, [*(callbacks or []), progress], _fault, base, tokenizer)
         except KeyboardInterrupt as e:
             e.colab_dpo = dict(step=progress.step, ckpt=latest_checkpoint(ckdir, report=False)); raise
         if main: write_run_state([run_dir, ckdir], fp, 'complete', global_step=res.metrics.get('step'), **span)
     return res
 
-def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|None) -> TrainResult:
+def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|None, base=None, tokenizer=None) -> TrainResult:
     "`train_dpo` の本体（フォルダの確認とロックの内側）"
     import torch
     t0 = time.time()
@@ -1088,7 +1147,7 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|N
     run_dir = Path(recipe.output_dir).expanduser(); run_dir.mkdir(parents=True, exist_ok=True)
     precision = 'fp32' if recipe.dry_run else (recipe.precision or compat.decide_precision())
     extra = dict(use_cpu=True) if recipe.dry_run and torch.cuda.is_available() else {}   # ドライランは GPU があっても CPU で
-    model, tok, info = _load(recipe, run_dir)
+    model, tok, info = _load(recipe, run_dir) if base is None else _preloaded(base, tokenizer)
     train_ds, eval_ds, data_report, stats = _load_data(recipe, tok, stats_rows=target.max_rows, stats_max_length=target.max_length)
     plan, settings = _plan(recipe, target, model, info, stats, precision, rows=len(train_ds))
     main = int(os.environ.get('RANK', '0')) == 0
@@ -1101,7 +1160,7 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|N
     ckdir = checkpoint_dir(recipe); ckdir.mkdir(parents=True, exist_ok=True)
     held = [model] if model is not None else []
     model = None   # 以後モデルを持つのは _train_with_recovery だけ
-    run = _train_with_recovery(held, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, info, callbacks or [], extra, fault)
+    run = _train_with_recovery(held, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, info, callbacks or [], extra, fault, base)
     trainer, watch = run['trainer'], run['watch']
     grouped = trainer.colab_dpo_compat['group_by_length']   # merge はトレーナーを手放すので先に読む
     if watch.guard.bad:
@@ -1120,7 +1179,7 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|N
                     memory=dict(summary=mon.summary, **{f'{k}_gb': round(v, 3) for k,v in mon.peak.items()}),
                     wall_time_s=time.time() - t0, metrics=_final_metrics(history, final), oom_retries=run['retries'], preflight=preflight,
                     resumed_from=str(run['resumed_from']) if run['resumed_from'] else None, world_size=int(os.environ.get('WORLD_SIZE', '1')),
-                    base_model=info['source'], eval_data='eval_data.jsonl' if eval_ds is not None else None)
+                    base_model=info['source'], eval_data='eval_data.jsonl' if _pref_eval_data(eval_ds) is not None else None)
     if main:
         write_run_card(card, run_dir)
         if mon.summary: print(mon.summary)
@@ -1128,13 +1187,12 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|N
     return TrainResult(run_dir, adapter_dir, card['metrics'], history, card, ckdir, merged, plan)
 
 # %% ../nbs/03_training.ipynb #8f5f4e33
-_TOKEN_RE = re.compile(r'hf_[A-Za-z0-9]{20,}')
-
 def _scrub(o):
-    "トークンらしき文字列を伏せる"
+    "トークンらしき文字列を伏せる（トークンの正規表現は読み込みモジュールの `_redact` の 1 か所だけ）"
+    from colab_dpo.loading import _redact
     if isinstance(o, dict): return {k: _scrub(v) for k,v in o.items()}
     if isinstance(o, list): return [_scrub(v) for v in o]
-    return _TOKEN_RE.sub('hf_***', o) if isinstance(o, str) else o
+    return _redact(o) if isinstance(o, str) else o
 
 def run_card(recipe:DPORecipe, # 実際に使ったレシピ
              *, info:dict, # モデルの情報（model_id、source、dry_run など）
@@ -1247,7 +1305,8 @@ _CLI_KEYS = dict(model='models', tokenizer='tokenizer', data='data', output_dir=
                  batch_size='per_device_train_batch_size', grad_accum='gradient_accumulation_steps', learning_rate='learning_rate',
                  beta='beta', loss_type='loss_type', quantization='quantization', precision='precision', eval_ratio='eval_ratio',
                  max_rows='max_rows', seed='seed', resume='resume', checkpoint_dir='checkpoint_dir', save_steps='save_steps',
-                 logging_steps='logging_steps', preflight='preflight_steps', push_to_hub='push_to_hub', optim='optim', overwrite='overwrite')
+                 logging_steps='logging_steps', preflight='preflight_steps', push_to_hub='push_to_hub', optim='optim', overwrite='overwrite',
+                 method='method', loss_weights='loss_weights')
 _NONE_WORDS = ('none', 'null', 'no', 'off')
 
 def cli_recipe(config:str|None=None, profile:str|None=None, dry_run:bool=False, merge:bool=False, **flags) -> DPORecipe:
@@ -1279,7 +1338,9 @@ def train_cli(config:str=None, # レシピファイル（YAML/JSON）
               grad_accum:int=None, # 勾配蓄積
               learning_rate:float=None, # 学習率
               beta:float=None, # DPO の β
-              loss_type:str=None, # 損失の種類
+              loss_type:str=None, # 損失の種類（カンマ区切りで重み付きの和: sigmoid,sft）
+              loss_weights:str=None, # loss_type が複数のときの重み（例: 1,0.2）
+              method:str=None, # 手法: dpo、orpo、simpo、kto
               quantization:str=None, # 4bit、8bit、none
               precision:str=None, # fp16、bf16、fp32
               optim:str=None, # オプティマイザー
