@@ -55,7 +55,7 @@ def main():
     import datasets, transformers
     from transformers import AutoTokenizer
     from colab_dpo.data import load_preferences
-    from colab_dpo.compat import ColabDPOWarning
+    from colab_dpo.core import ColabDPOWarning
     datasets.disable_progress_bars(); datasets.disable_caching()
     warnings.simplefilter('ignore', ColabDPOWarning)
     tok_dir = a.tokenizer

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os, json, time, errno, socket, shutil, struct, hashlib, zipfile
 from pathlib import Path
 from . import compat
-from .compat import register_messages, msg, warn, ConfigError, TrainingError
+from .core import register_messages, msg, warn, ConfigError, TrainingError, in_colab
 
 # %% auto #0
 __all__ = ['STATE_FILE', 'LOCK_FILE', 'check_writable', 'checkpoint_status', 'find_checkpoints', 'latest_checkpoint',
@@ -146,7 +146,7 @@ def checkpoint_dir(recipe # レシピ（`output_dir` と `checkpoint_dir` を持
                   ) -> Path: # チェックポイントのフォルダ
     "チェックポイントの置き場所を決める（Colab で Drive がマウント済みなら Drive）"
     if recipe.checkpoint_dir: return Path(recipe.checkpoint_dir).expanduser()
-    if compat.in_colab() and _DRIVE.is_dir(): return _DRIVE/'colab-dpo'/Path(recipe.output_dir).name/'checkpoints'
+    if in_colab() and _DRIVE.is_dir(): return _DRIVE/'colab-dpo'/Path(recipe.output_dir).name/'checkpoints'
     return Path(recipe.output_dir).expanduser()/'checkpoints'
 
 # %% ../nbs/03c_checkpoints.ipynb #9f8eee28

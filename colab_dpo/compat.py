@@ -10,120 +10,14 @@ import os, re, sys, json, copy, string, difflib, inspect, warnings, functools, t
 import importlib.metadata as _md
 from pathlib import Path
 from fastcore.script import call_parse
+from .core import (register_messages, msg, lang, warn, ColabDPOError, ColabDPOWarning, CompatError, ConfigError,
+                            DataFormatError, cli_errors, in_colab, decide_precision)
 
 # %% auto #0
-__all__ = ['TESTED_TRL', 'CANONICAL_ARGS', 'DPO_DEFAULTS', 'register_messages', 'lang', 'msg', 'ColabDPOError', 'CompatError',
-           'DataFormatError', 'ModelLoadError', 'ConfigError', 'TrainingError', 'ColabDPOWarning', 'warn',
-           'exception_chain', 'cli_errors', 'in_colab', 'decide_precision', 'TRLCaps', 'trl_caps', 'trl_api_shape',
-           'env_traps', 'env_report', 'format_env_report', 'env_cli', 'is_conversational', 'extract_prompt',
-           'render_chat', 'prompt_length', 'cut_prompt', 'truncate_prompts', 'adapt_dataset', 'DPOPlan',
-           'plan_dpo_args', 'cpu_compact_logprobs', 'release_bnb_overrides', 'pair_lengths', 'group_pairs_by_length',
-           'make_dpo_trainer']
-
-# %% ../nbs/00_compat.ipynb #774e06d8
-_MESSAGES: dict[str, dict[str, str]] = {}
-
-def register_messages(msgs:dict # コード → {'ja': 文言, 'en': 文言}。文言は `str.format` の書式
-                     ) -> None:
-    "メッセージカタログにコード付きの文言（日本語と英語）を登録する"
-    for code,d in msgs.items():
-        if not {'ja','en'} <= set(d): raise ValueError(f"message {code!r} needs both 'ja' and 'en'")
-        _MESSAGES[code] = dict(d)
-
-def lang() -> str:
-    "表示言語: `COLAB_DPO_LANG=en` なら 'en'、それ以外は 'ja'"
-    return 'en' if os.environ.get('COLAB_DPO_LANG', 'ja').strip().lower().startswith('en') else 'ja'
-
-def msg(code:str, # メッセージコード
-        **kw      # 文言に埋め込む値
-       ) -> str:  # 現在の言語の文言
-    "カタログからコードの文言を現在の言語で取り出す（値が足りなくても例外にしない）"
-    d = _MESSAGES.get(code)
-    if d is None: return f"[{code}] " + ', '.join(f"{k}={v}" for k,v in kw.items())
-    try: return d[lang()].format(**kw)
-    except (KeyError, IndexError, ValueError): return d[lang()] + ' ' + ', '.join(f"{k}={v}" for k,v in kw.items())
-
-# %% ../nbs/00_compat.ipynb #7a901838
-_CTX_LABELS = dict(file=('ファイル','file'), line=('行','line'), row=('行番号','row'), field=('フィールド','field'),
-                   arg=('引数','argument'), model=('モデル','model'), option=('オプション','option'))
-
-def _ctx_str(ctx:dict) -> str:
-    i = 0 if lang()=='ja' else 1
-    parts = [f"{_CTX_LABELS[k][i]}: {v}" for k,v in ctx.items() if v is not None and k in _CTX_LABELS]
-    if not parts: return ''
-    return ('（' + '、'.join(parts) + '）') if i==0 else (' (' + ', '.join(parts) + ')')
-
-class ColabDPOError(Exception):
-    "colab-dpo のすべての例外の基底。`code` は変わらない識別子、`context` は直す場所"
-    def __init__(self, code:str, *, file=None, line=None, row=None, field=None, arg=None, model=None, option=None, **kw):
-        self.code,self.kw = code,kw
-        ctx = dict(file=file, line=line, row=row, field=field, arg=arg, model=model, option=option)
-        self.context = {k:v for k,v in ctx.items() if v is not None}
-        super().__init__(self.message)
-    @property
-    def message(self) -> str:
-        "文言（文言の中で使わなかった文脈だけを括弧で後ろに付ける）"
-        t = _MESSAGES.get(self.code, {}).get(lang(), '')
-        used = {f for _, f, _, _ in string.Formatter().parse(t) if f}
-        return msg(self.code, **{**self.context, **self.kw}) + _ctx_str({k: v for k, v in self.context.items() if k not in used})
-    def __str__(self): return f"[{self.code}] {self.message}"
-    def to_dict(self) -> dict: return dict(code=self.code, message=self.message, **{k:str(v) for k,v in self.context.items()})
-
-class CompatError(ColabDPOError):     "インストール済みの TRL / transformers で実現できない指定"
-class DataFormatError(ColabDPOError): "選好データの形式・内容の誤り"
-class ModelLoadError(ColabDPOError):  "モデルやトークナイザーを読み込めない"
-class ConfigError(ColabDPOError):     "レシピや引数の誤り"
-class TrainingError(ColabDPOError):   "学習の失敗（OOM、NaN など）"
-
-class ColabDPOWarning(UserWarning):
-    "回復できる問題の警告（代替モデルを使った、行を飛ばした、など）。`code` 付き"
-    def __init__(self, code:str, **kw): self.code,self.kw = code,kw; super().__init__(f"[{code}] {msg(code, **kw)}")
-
-def warn(code:str, # メッセージコード
-         stacklevel:int=2, **kw):
-    "カタログの文言で `ColabDPOWarning` を出す"
-    warnings.warn(ColabDPOWarning(code, **kw), stacklevel=stacklevel)
-
-# %% ../nbs/00_compat.ipynb #535bd9a6
-def exception_chain(e:BaseException # たどる例外
-                   ) -> list:       # e 自身から始まる、原因（__cause__ / __context__）の並び
-    "例外とその原因の連鎖を、外側から順に並べる（循環は一度だけ）"
-    out = []
-    while e is not None and not any(e is x for x in out): out.append(e); e = e.__cause__ or e.__context__
-    return out
-
-# %% ../nbs/00_compat.ipynb #cdbf46b8
-register_messages({'cli.error': dict(ja='エラー [{err}]: {text}', en='error [{err}]: {text}')})
-
-def cli_errors(f):
-    "CLI の入口を包み、`ColabDPOError` を日本語のメッセージと終了コードに、読み手が先に閉じたパイプ（`--json | head`）を静かな終了に変えるデコレーター"
-    if getattr(f, '__wrapped__', None) and getattr(f, '__code__', None) and f.__code__.co_filename == inspect.getfile(call_parse):
-        return call_parse(cli_errors(f.__wrapped__))  # `@cli_errors` が `@call_parse` の上でも、引数の解析を壊さない
-    @functools.wraps(f)
-    def _f(*args, **kwargs):
-        try: r = f(*args, **kwargs); sys.stdout.flush(); return r   # flush もここで: 出力が短いと終了時に BrokenPipeError が出る
-        except ColabDPOError as e:
-            print(msg('cli.error', err=e.code, text=e.message), file=sys.stderr)
-            sys.exit(2 if isinstance(e, ConfigError) else 1)
-        except BrokenPipeError:   # `| head` が先に閉じた: 残りの出力は捨てて静かに終わる
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); sys.exit(0)
-    return _f
-
-# %% ../nbs/00_compat.ipynb #f5827aaa
-def in_colab() -> bool:
-    "Google Colab の中で動いているか（ノートブックでも、そこから起動した CLI でも True）"
-    return 'google.colab' in sys.modules or any(k in os.environ for k in ('COLAB_RELEASE_TAG', 'COLAB_GPU', 'COLAB_BACKEND_VERSION'))
-
-# %% ../nbs/00_compat.ipynb #45919646
-def decide_precision(device=None, # 'cuda'、'cuda:1'、'cpu'、'mps'、`torch.device`、GPU 番号。None なら使える GPU（無ければ CPU）
-                    ) -> str:     # 'bf16'、'fp16'、'fp32' のどれか
-    "デバイスの計算能力から学習の精度を決める（`is_bf16_supported()` は使わない）"
-    import torch
-    if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    d = torch.device('cuda', device) if isinstance(device, int) else torch.device(device)
-    if d.type != 'cuda' or not torch.cuda.is_available(): return 'fp32'
-    major, _ = torch.cuda.get_device_capability(d)
-    return 'bf16' if major >= 8 else 'fp16'
+__all__ = ['TESTED_TRL', 'CANONICAL_ARGS', 'DPO_DEFAULTS', 'TRLCaps', 'trl_caps', 'trl_api_shape', 'env_traps', 'env_report',
+           'format_env_report', 'env_cli', 'is_conversational', 'extract_prompt', 'render_chat', 'prompt_length',
+           'cut_prompt', 'truncate_prompts', 'adapt_dataset', 'DPOPlan', 'plan_dpo_args', 'cpu_compact_logprobs',
+           'release_bnb_overrides', 'pair_lengths', 'group_pairs_by_length', 'make_dpo_trainer']
 
 # %% ../nbs/00_compat.ipynb #05cfa14f
 def _ver(pkg:str) -> str|None:

@@ -11,8 +11,9 @@ from pathlib import Path
 from collections import Counter
 from fastcore.basics import AttrDict, patch, store_attr
 from fastcore.script import call_parse
-from .compat import (register_messages, msg, warn, lang, in_colab, ColabDPOError, DataFormatError, ConfigError,
-                              ModelLoadError, ColabDPOWarning, cli_errors, truncate_prompts)
+from .core import (register_messages, msg, warn, lang, in_colab, ColabDPOError, DataFormatError, ConfigError, ModelLoadError,
+    ColabDPOWarning, cli_errors)
+from .compat import truncate_prompts
 
 # %% auto #0
 __all__ = ['FORMATS', 'SAMPLES', 'decode_text', 'detect_format', 'token_lengths', 'PreferenceData', 'load_preferences',

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 from fastcore.script import call_parse
-from .compat import register_messages, msg, cli_errors
+from .core import register_messages, msg, cli_errors
 from .training import DPORecipe, TrainResult, train_dpo, token_stats
 
 # %% auto #0

@@ -10,8 +10,7 @@ import re, json, math, time, base64, logging, warnings, contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from fastcore.script import call_parse
-from .compat import (register_messages, msg, warn, lang, ColabDPOError, ConfigError, DataFormatError, ModelLoadError,
-                              cli_errors)
+from .core import (register_messages, msg, warn, lang, ColabDPOError, ConfigError, DataFormatError, ModelLoadError, cli_errors)
 
 # %% auto #0
 __all__ = ['FAULTS', 'LN2', 'JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'MIN_PAIRS', 'norm_key', 'history_file', 'load_history',
@@ -1048,7 +1047,7 @@ def eval_load_choice(base:str|Path,           # 基盤モデル（config.json �
     import torch
     from colab_dpo.training import GB, model_shape
     if not torch.cuda.is_available(): return _choice('eval.load_cpu', {}, precision='fp32', quantization=None)
-    from colab_dpo.compat import decide_precision
+    from colab_dpo.core import decide_precision
     try: shape = model_shape(base)
     except (OSError, ValueError, KeyError, TypeError): shape = None   # 手元にもハブにも設定がない: 学習と同じにしておく
     prec, free = decide_precision(), torch.cuda.mem_get_info()[0]/GB

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os, re, gc, json, time, inspect, importlib.util, contextlib, dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from .compat import register_messages, msg, warn, decide_precision, exception_chain, ModelLoadError, ConfigError
+from .core import register_messages, msg, warn, decide_precision, exception_chain, ModelLoadError, ConfigError
 from .tiny import CHAT_TEMPLATES
 
 # %% auto #0

@@ -7,8 +7,9 @@ Docs: https://colab-dpo.github.io/colab-dpo/methods.html.md"""
 # %% ../nbs/00c_methods.ipynb #7b85e987
 from __future__ import annotations
 import sys, inspect, importlib, dataclasses, warnings
-from .compat import (register_messages, msg, CompatError, ConfigError, DataFormatError, TRLCaps, _ver, _vt, _literal_args,
-                              _as_dataset, is_conversational, extract_prompt, truncate_prompts, make_dpo_trainer)
+from .core import register_messages, msg, CompatError, ConfigError, DataFormatError
+from .compat import (TRLCaps, _ver, _vt, _literal_args, _as_dataset, is_conversational, extract_prompt, truncate_prompts,
+    make_dpo_trainer)
 
 # %% auto #0
 __all__ = ['METHODS', 'MethodSpec', 'method_caps', 'find_method', 'pairs_to_kto', 'kto_eval_pairs', 'adapt_unpaired',

@@ -11,7 +11,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from .compat import register_messages, msg, warn, lang, ConfigError, cli_errors
+from .core import register_messages, msg, warn, lang, ConfigError, cli_errors
 from .data import FORMATS
 
 # %% auto #0

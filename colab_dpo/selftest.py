@@ -9,7 +9,7 @@ from __future__ import annotations
 import os, re, sys, json, time, random, hashlib, tempfile
 from pathlib import Path
 from fastcore.script import call_parse
-from .compat import register_messages, msg, ConfigError, cli_errors
+from .core import register_messages, msg, ConfigError, cli_errors
 
 # %% auto #0
 __all__ = ['PROMPT_TEMPLATES', 'ANSWER_TEMPLATES', 'MINI_DIMS', 'SELFTEST_RECIPE', 'style_corpus', 'style_task', 'answer_style',

@@ -8,7 +8,7 @@ Docs: https://colab-dpo.github.io/colab-dpo/tiny.html.md"""
 from __future__ import annotations
 import os, inspect, functools
 from pathlib import Path
-from .compat import register_messages, ColabDPOError
+from .core import register_messages, ColabDPOError
 
 # %% auto #0
 __all__ = ['TINY_ARCHS', 'CHAT_TEMPLATES', 'fixture_path', 'tiny_tokenizer', 'make_tiny_model']

@@ -13,7 +13,7 @@ from typing import Any, Annotated
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from . import compat
-from .compat import register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, cli_errors
+from .core import register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, cli_errors, in_colab, decide_precision
 from .checkpoints import (checkpoint_status, find_checkpoints, latest_checkpoint, checkpoint_dir, resolve_resume, check_writable,
                                    run_fingerprint, plan_run, read_run_state, write_run_state, RunLock)
 from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数名（能力で判定）と GPU メモリの解放は読み込みモジュールと共通
@@ -1145,7 +1145,7 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|N
     t0 = time.time()
     if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()   # ピークはこの実行の分だけを測る
     run_dir = Path(recipe.output_dir).expanduser(); run_dir.mkdir(parents=True, exist_ok=True)
-    precision = 'fp32' if recipe.dry_run else (recipe.precision or compat.decide_precision())
+    precision = 'fp32' if recipe.dry_run else (recipe.precision or decide_precision())
     extra = dict(use_cpu=True) if recipe.dry_run and torch.cuda.is_available() else {}   # ドライランは GPU があっても CPU で
     model, tok, info = _load(recipe, run_dir) if base is None else _preloaded(base, tokenizer)
     train_ds, eval_ds, data_report, stats = _load_data(recipe, tok, stats_rows=target.max_rows, stats_max_length=target.max_length)

@@ -8,7 +8,7 @@ Docs: https://colab-dpo.github.io/colab-dpo/troubleshoot.html.md"""
 from __future__ import annotations
 import re, traceback
 from dataclasses import dataclass, field
-from .compat import ColabDPOError, lang, exception_chain
+from .core import ColabDPOError, lang, exception_chain
 
 # %% auto #0
 __all__ = ['KNOWN_ERRORS', 'Known', 'Diagnosis', 'explain_error', 'troubleshooting_table', 'report_exception']

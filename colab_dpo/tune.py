@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 from fastcore.script import call_parse
 from . import compat
-from .compat import register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, CompatError, cli_errors
+from .core import (register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, CompatError, cli_errors, in_colab)
 from .training import DPORecipe, train_dpo, cli_recipe, _Callback, _load, _load_data, _rss_gb, _DRIVE, _read_config, GB
 from .loading import _free_cuda
 
@@ -291,7 +291,7 @@ def _progress(total:int):
 def _tune_dir(recipe:DPORecipe, output_dir) -> Path:
     "探索の出力フォルダ（指定が無ければ、Colab で Drive がマウント済みなら Drive、それ以外はレシピの出力フォルダの隣）"
     if output_dir: return Path(output_dir).expanduser()
-    if compat.in_colab() and _DRIVE.is_dir(): return _DRIVE/'colab-dpo'/(Path(recipe.output_dir).name + '-tune')
+    if in_colab() and _DRIVE.is_dir(): return _DRIVE/'colab-dpo'/(Path(recipe.output_dir).name + '-tune')
     return Path(str(recipe.output_dir).rstrip('/') + '-tune').expanduser()
 
 # %% ../nbs/07_tune.ipynb #0b38356c

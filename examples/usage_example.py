@@ -4,7 +4,8 @@
     python examples/usage_example.py             # Colab の GPU で本物の TinySwallow-1.5B を学習する
 """
 import argparse
-from colab_dpo.compat import env_report, in_colab
+from colab_dpo.core import in_colab
+from colab_dpo.compat import env_report
 from colab_dpo.data import load_sample
 from colab_dpo.tiny import fixture_path, make_tiny_model
 from colab_dpo.training import DPORecipe, plan_memory, train_dpo

@@ -36,7 +36,8 @@ def run_case(case:str, tiny:Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from peft import LoraConfig
-    from colab_dpo.compat import make_dpo_trainer, ColabDPOWarning
+    from colab_dpo.core import ColabDPOWarning
+    from colab_dpo.compat import make_dpo_trainer
     tok = AutoTokenizer.from_pretrained(tiny)
     load_kw, data, extra = {}, DATA.get(case, DATA['plain']), {}
     if case == '4bit':
@@ -96,7 +97,7 @@ def run_method(case:str, tiny:Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from peft import LoraConfig
     from colab_dpo.methods import make_trainer, find_method
-    from colab_dpo.compat import CompatError
+    from colab_dpo.core import CompatError
     try: find_method(case)
     except CompatError as e: return dict(status='n/a', reason=str(e)[:300])
     tok = AutoTokenizer.from_pretrained(tiny)

@@ -3,7 +3,7 @@ import io, json, math, warnings
 from pathlib import Path
 import pytest
 from hypothesis import given, settings, HealthCheck, strategies as st
-from colab_dpo.compat import ColabDPOError, ColabDPOWarning
+from colab_dpo.core import ColabDPOError, ColabDPOWarning
 from colab_dpo.data import load_preferences, load_prompts, FORMATS, PreferenceData
 
 KEYS = ['prompt', 'chosen', 'rejected', 'conversations', 'messages', 'instruction', 'input', 'output', 'system', 'history',

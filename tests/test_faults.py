@@ -335,14 +335,14 @@ def test_dry_run_is_marked(dry):
 def test_dry_run_not_merged(tmp_path, tiny, dry):
     case('dry_merge', 'ドライランの結果を統合しようとする', None, 'train.dry_run_result')
     from colab_dpo.training import merge_adapter
-    from colab_dpo.compat import ConfigError
+    from colab_dpo.core import ConfigError
     with pytest.raises(ConfigError) as e: merge_adapter(dry.adapter_dir, tiny['a'], tmp_path/'m')
     assert e.value.code == 'train.dry_run_result' and not (tmp_path/'m').exists()
 
 def test_dry_run_not_pushed(dry):
     case('dry_push', 'ドライランの結果をアップロードしようとする', None, 'train.dry_run_result')
     from colab_dpo.training import push_run
-    from colab_dpo.compat import ConfigError
+    from colab_dpo.core import ConfigError
     calls = []
     class Api:
         def __getattr__(self, n): return lambda *a, **k: calls.append(n)
@@ -457,7 +457,7 @@ def test_pickle_only_warns(pickle_model):
 def test_pickle_refused(pickle_model):
     case('pickle_refused', 'safetensors_only=True で pickle だけのフォルダ', None, 'load.all_failed')
     from colab_dpo.loading import load_model
-    from colab_dpo.compat import ModelLoadError
+    from colab_dpo.core import ModelLoadError
     with pytest.raises(ModelLoadError) as e: load_model(str(pickle_model), quantization=None, safetensors_only=True)
     assert e.value.code == 'load.all_failed' and '[pickle_refused]' in str(e.value)
 

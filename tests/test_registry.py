@@ -2,7 +2,7 @@
 import json, warnings
 from pathlib import Path
 import pytest
-from colab_dpo.compat import ColabDPOWarning
+from colab_dpo.core import ColabDPOWarning
 from colab_dpo.data import load_preferences
 from colab_dpo.registry import DATASETS, get_dataset
 
