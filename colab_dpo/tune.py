@@ -13,7 +13,10 @@ from typing import Any, Callable
 from fastcore.script import call_parse
 from . import compat
 from .core import (register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, CompatError, cli_errors, in_colab)
-from .training import DPORecipe, train_dpo, cli_recipe, _Callback, _load, _load_data, _rss_gb, _DRIVE, _read_config, GB
+from .recipe import DPORecipe, _read_config
+from .memory import GB, _Callback, _rss_gb
+from .checkpoints import _DRIVE
+from .training import train_dpo, cli_recipe, _load, _load_data
 from .loading import _free_cuda
 
 # %% auto #0
