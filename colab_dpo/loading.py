@@ -464,6 +464,7 @@ def _reason_for(name:str, e:BaseException) -> str:
         if not (p/'config.json').is_file(): return 'not_model_folder'
         try: json.loads((p/'config.json').read_text(encoding='utf-8'))
         except (ValueError, UnicodeDecodeError): return 'bad_config'
+    elif _looks_local(str(name)): return 'not_found'   # 手元のパスが無いだけ（オフラインでも「見つからない」が正しい）
     elif r == 'not_found' and os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on'): return 'offline'
     return r
 
