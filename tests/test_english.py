@@ -72,3 +72,5 @@ def test_eval(tiny, tmp_path):
     r = run_cli('colab-dpo-eval', '--run-dir', run, '--prompts', prompts, '--max-new-tokens', 2, lang='en', env=dict(OMP_NUM_THREADS=1))
     assert_cli_ok(r)
     assert japanese(r, allowed=['自己紹介してください。']) == [], japanese(r)[:5]
+    md = (run/'eval'/'report.md').read_text(encoding='utf-8')   # 表の行は生成文を含むので、表の外の行だけ
+    assert [l for l in md.splitlines() if not l.startswith('|') and JA.search(l)] == []
