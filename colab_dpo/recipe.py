@@ -95,17 +95,17 @@ def _check_names(r):
             raise ConfigError('train.unknown_name', field=k, value=getattr(r, k), version=names['version'], choices=near)
 
 register_messages({f'recipe.h.{k}': dict(ja=j, en=e) for k,j,e in [   # train.bad_value の {expected}
-    ('not_none', 'None にはできません', 'it cannot be None'), ('bool', 'true か false を指定してください', 'use true or false'),
-    ('floats', '数値のリストを指定してください', 'use a list of numbers'), ('strs', '文字列のリストを指定してください', 'use a list of strings'),
-    ('int', '整数を指定してください', 'use an integer'), ('float', '数値を指定してください', 'use a number'), ('type', '型 {tp} の値を指定してください', 'use a value of type {tp}'),
-    ('one_of', '{ch} のどれかにしてください', 'use one of {ch}'), ('same_n', 'loss_type（{lt}）と同じ数にしてください', 'give as many as loss_type ({lt})'),
-    ('positive', '正の値にしてください', 'use a positive value'), ('beta', 'β は正の値にしてください（よく使うのは 0.05〜0.5）', 'β must be positive (0.05–0.5 is common)'),
-    ('lt_max', 'max_length（{L}）より小さくしてください', 'make it smaller than max_length ({L})'), ('unit', '0 以上 1 未満にしてください', 'use a value in [0, 1)'),
-    ('margin', '0 以上 0.9 未満にしてください', 'use a value in [0, 0.9)'), ('pos_none', '正の値か None にしてください', 'use a positive value or None'),
-    ('max_steps', '正の値か -1（エポック数で決める）にしてください', 'use a positive value or -1 (set by the epochs)'),
-    ('ge0', '0 以上にしてください', 'use 0 or more'), ('ge0_none', '0 以上か None にしてください', 'use 0 or more, or None'),
-    ('models', '少なくとも 1 つのモデルを指定してください', 'give at least one model'),
-    ('did_you_mean', 'もしかして {near!r} ですか？', 'did you mean {near!r}?'), ('check_name', '項目名を確認してください', 'check the field name'),
+    ('not_none', 'None にはできません', 'It cannot be None'), ('bool', 'true か false を指定してください', 'Use true or false'),
+    ('floats', '数値のリストを指定してください', 'Use a list of numbers'), ('strs', '文字列のリストを指定してください', 'Use a list of strings'),
+    ('int', '整数を指定してください', 'Use an integer'), ('float', '数値を指定してください', 'Use a number'), ('type', '型 {tp} の値を指定してください', 'Use a value of type {tp}'),
+    ('one_of', '{ch} のどれかにしてください', 'Use one of {ch}'), ('same_n', 'loss_type（{lt}）と同じ数にしてください', 'Give as many as loss_type ({lt})'),
+    ('positive', '正の値にしてください', 'Use a positive value'), ('beta', 'β は正の値にしてください（よく使うのは 0.05〜0.5）', 'β must be positive (0.05–0.5 is common)'),
+    ('lt_max', 'max_length（{L}）より小さくしてください', 'Make it smaller than max_length ({L})'), ('unit', '0 以上 1 未満にしてください', 'Use a value in [0, 1)'),
+    ('margin', '0 以上 0.9 未満にしてください', 'Use a value in [0, 0.9)'), ('pos_none', '正の値か None にしてください', 'Use a positive value or None'),
+    ('max_steps', '正の値か -1（エポック数で決める）にしてください', 'Use a positive value or -1 (set by the epochs)'),
+    ('ge0', '0 以上にしてください', 'Use 0 or more'), ('ge0_none', '0 以上か None にしてください', 'Use 0 or more, or None'),
+    ('models', '少なくとも 1 つのモデルを指定してください', 'Give at least one model'),
+    ('did_you_mean', 'もしかして {near!r} ですか？', 'Did you mean {near!r}?'), ('check_name', '項目名を確認してください', 'Check the field name'),
     ('not_dict', 'トップレベルが辞書ではありません', 'the top level is not a mapping')]})
 
 def _bad(name, value, expected): return ConfigError('train.bad_value', field=name, value=value, expected=expected)
