@@ -96,26 +96,38 @@ def _torch_zip_ok(p:Path) -> bool:
     except (OSError, zipfile.BadZipFile, ValueError, EOFError): return False
 
 # %% ../nbs/03c_checkpoints.ipynb #f77e457e
+register_messages({f'ckpt.why_{k}': dict(ja=j, en=e) for k,j,e in [
+    ('name', 'フォルダ名が checkpoint-N ではありません', 'the folder name is not checkpoint-N'),
+    ('no_state', 'trainer_state.json がありません', 'trainer_state.json is missing'),
+    ('bad_state', 'trainer_state.json が壊れています', 'trainer_state.json is damaged'),
+    ('step', 'trainer_state.json の global_step（{step}）がフォルダ名と違います', 'global_step in trainer_state.json ({step}) does not match the folder name'),
+    ('no_weights', 'アダプターの重みファイルがありません', 'the adapter weights file is missing'),
+    ('truncated', '{name} が途中で切れています', '{name} is truncated'), ('damaged', '{name} が壊れています', '{name} is damaged'),
+    ('missing', '{name} がありません', '{name} is missing'),
+    ('none_in', '{path} に完全なチェックポイントがありません', 'no complete checkpoint in {path}'),
+    ('weights_file', '重みのファイルがありません', 'the weights file is missing'), ('not_dict', '辞書ではありません', 'not a dictionary'),
+    ('previous', 'checkpoint-{step} など {n} 個', 'checkpoint-{step} and others, {n} in all'), ('sep', '、', ', ')]})
+
 def checkpoint_status(path:str|Path # `checkpoint-N` フォルダ
                      ) -> tuple[bool, str]: # (完全か, 理由)
     "チェックポイントが再開に使える完全なものかを調べる（重み、オプティマイザー、スケジューラー、乱数の状態）"
     p = Path(path)
     try: step = int(p.name.rsplit('-', 1)[1])
-    except (IndexError, ValueError): return False, 'フォルダ名が checkpoint-N ではありません'
+    except (IndexError, ValueError): return False, msg('ckpt.why_name')
     try: state = json.loads((p/'trainer_state.json').read_text())
-    except FileNotFoundError: return False, 'trainer_state.json がありません'
-    except (OSError, ValueError): return False, 'trainer_state.json が壊れています'
+    except FileNotFoundError: return False, msg('ckpt.why_no_state')
+    except (OSError, ValueError): return False, msg('ckpt.why_bad_state')
     if not isinstance(state, dict) or state.get('global_step') != step:
-        return False, f"trainer_state.json の global_step（{state.get('global_step') if isinstance(state, dict) else None}）がフォルダ名と違います"
+        return False, msg('ckpt.why_step', step=state.get('global_step') if isinstance(state, dict) else None)
     w = next((p/f for f in _WEIGHT_FILES if (p/f).is_file()), None)
-    if w is None: return False, 'アダプターの重みファイルがありません'
-    if w.suffix == '.safetensors' and not _safetensors_ok(w): return False, f'{w.name} が途中で切れています'
-    if w.suffix == '.bin' and not _torch_zip_ok(w): return False, f'{w.name} が壊れています'
+    if w is None: return False, msg('ckpt.why_no_weights')
+    if w.suffix == '.safetensors' and not _safetensors_ok(w): return False, msg('ckpt.why_truncated', name=w.name)
+    if w.suffix == '.bin' and not _torch_zip_ok(w): return False, msg('ckpt.why_damaged', name=w.name)
     for f in ('optimizer.pt', 'scheduler.pt'):
-        if not (p/f).is_file(): return False, f'{f} がありません'
-        if not _torch_zip_ok(p/f): return False, f'{f} が壊れています'
+        if not (p/f).is_file(): return False, msg('ckpt.why_missing', name=f)
+        if not _torch_zip_ok(p/f): return False, msg('ckpt.why_damaged', name=f)
     for f in sorted(p.glob('rng_state*.pth')):
-        if not _torch_zip_ok(f): return False, f'{f.name} が壊れています'
+        if not _torch_zip_ok(f): return False, msg('ckpt.why_damaged', name=f.name)
     return True, 'OK'
 
 # %% ../nbs/03c_checkpoints.ipynb #743e2390
@@ -162,7 +174,7 @@ def resolve_resume(resume:str|None, # 'auto'、チェックポイントかその
         if ok: return p
         raise ConfigError('train.resume_missing', field='resume', reason=why)
     if p.is_dir() and (found := latest_checkpoint(p)): return found
-    raise ConfigError('train.resume_missing', field='resume', reason=f'{p} に完全なチェックポイントがありません')
+    raise ConfigError('train.resume_missing', field='resume', reason=msg('ckpt.why_none_in', path=p))
 
 # %% ../nbs/03c_checkpoints.ipynb #16e78e89
 _FP_KEYS = ('models', 'tokenizer', 'data', 'data_format', 'max_rows', 'method', 'quantization', 'lora_r', 'lora_alpha', 'lora_dropout',
@@ -241,7 +253,7 @@ def _previous(run_dir:Path, ckdir:Path) -> str|None:
     cks = find_checkpoints(ckdir) if ckdir.is_dir() else []
     outs = [o for o in _OUTPUTS if (run_dir/o).exists()]
     if not cks and not outs: return None
-    return '、'.join(([f"checkpoint-{cks[-1]['step']} など {len(cks)} 個"] if cks else []) + outs[:3])
+    return msg('ckpt.why_sep').join(([msg('ckpt.why_previous', step=cks[-1]['step'], n=len(cks))] if cks else []) + outs[:3])
 
 def _clear(run_dir:Path, ckdir:Path, outputs:bool=True):
     for d in (find_checkpoints(ckdir) if ckdir.is_dir() else []): shutil.rmtree(d['path'], ignore_errors=True)
@@ -351,11 +363,11 @@ def check_run_outputs(run_dir:str|Path # `train_dpo` の実行フォルダ
     run = Path(run_dir).expanduser(); a = run/'adapter'
     if a.is_dir():
         w = next((a/f for f in _WEIGHT_FILES if (a/f).is_file()), None)
-        if w is None: raise ConfigError('ckpt.adapter_damaged', path=str(a), reason='重みのファイルがありません')
-        if w.suffix == '.safetensors' and not _safetensors_ok(w): raise ConfigError('ckpt.adapter_damaged', path=str(a), reason=f'{w.name} が途中で切れています')
+        if w is None: raise ConfigError('ckpt.adapter_damaged', path=str(a), reason=msg('ckpt.why_weights_file'))
+        if w.suffix == '.safetensors' and not _safetensors_ok(w): raise ConfigError('ckpt.adapter_damaged', path=str(a), reason=msg('ckpt.why_truncated', name=w.name))
     card = run/'run_card.json'
     if card.is_file():
         try: d = json.loads(card.read_text(encoding='utf-8'))
         except (OSError, ValueError) as e: raise ConfigError('ckpt.card_damaged', path=str(card), reason=type(e).__name__) from None
-        if not isinstance(d, dict): raise ConfigError('ckpt.card_damaged', path=str(card), reason='辞書ではありません')
+        if not isinstance(d, dict): raise ConfigError('ckpt.card_damaged', path=str(card), reason=msg('ckpt.why_not_dict'))
     return run

@@ -187,6 +187,10 @@ _SHAPES = dict(A=('TRL 0.7–0.8: TrainingArguments + トレーナー引数、to
                B=('TRL 0.9–0.11: DPOConfig、tokenizer=、テキストのみ', 'TRL 0.9–0.11: DPOConfig, tokenizer=, text only'),
                C=('TRL 0.12–0.28: DPOConfig、processing_class=', 'TRL 0.12–0.28: DPOConfig, processing_class='),
                D=('TRL 0.29 以降: DPOConfig（max_prompt_length・rpo_alpha なし）', 'TRL 0.29+: DPOConfig (no max_prompt_length, rpo_alpha)'))
+register_messages({f'compat.env.{k}': dict(ja=j, en=e) for k,(j,e) in _LABELS.items()})
+register_messages({f'compat.shape.{k}': dict(ja=j, en=e) for k,(j,e) in _SHAPES.items()})
+register_messages({'compat.env.vram_free': dict(ja='{total} GB（空き {free} GB）', en='{total} GB (free {free} GB)'),
+                   'compat.env.api': dict(ja='{api}（{shape}）', en='{api} ({shape})')})
 
 def _width(s:str) -> int:
     "端末での表示幅（全角は 2）"
@@ -196,14 +200,13 @@ def _width(s:str) -> int:
 def format_env_report(r:dict # `env_report()` の結果
                      ) -> str: # 人が読むための複数行の文字列
     "環境レポートを日本語（または英語）の表にする"
-    i = 0 if lang() == 'ja' else 1
-    L = lambda k: _LABELS[k][i]
+    L = lambda k: msg(f'compat.env.{k}')
     yn = lambda b: L('yes') if b else L('no')
-    vram = f"{r['vram_total_gb']} GB（{L('free')} {r['vram_free_gb']} GB）" if r['vram_total_gb'] else '-'
+    vram = msg('compat.env.vram_free', total=r['vram_total_gb'], free=r['vram_free_gb']) if r['vram_total_gb'] else '-'
     rows = [(L('python'), r['python']), (L('torch'), r['torch'] or L('none')), (L('cuda'), r['cuda'] or L('none')),
             (L('gpu'), r['gpu'] or L('none')), (L('cc'), r['compute_capability'] or '-'), (L('vram'), vram),
             (L('bf16'), yn(r['bf16_native'])), (L('precision'), r['precision']), (L('colab'), yn(r['in_colab'])),
-            (L('trl_api'), (f"{r['trl_api']}（{_SHAPES[r['trl_api']][0]}）" if i == 0 else f"{r['trl_api']} ({_SHAPES[r['trl_api']][1]})")
+            (L('trl_api'), msg('compat.env.api', api=r['trl_api'], shape=msg(f"compat.shape.{r['trl_api']}"))
                            if r['trl_api'] else L('none')),
             (L('versions'), ', '.join(f"{k} {v or '-'}" for k, v in r['versions'].items()))]
     w = max(_width(k) for k, _ in rows) + 2

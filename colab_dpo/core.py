@@ -40,11 +40,12 @@ def msg(code:str, # メッセージコード
 _CTX_LABELS = dict(file=('ファイル','file'), line=('行','line'), row=('行番号','row'), field=('フィールド','field'),
                    arg=('引数','argument'), model=('モデル','model'), option=('オプション','option'))
 
+register_messages({f'core.ctx.{k}': dict(ja=j, en=e) for k,(j,e) in _CTX_LABELS.items()})
+register_messages({'core.ctx_wrap': dict(ja='（{parts}）', en=' ({parts})'), 'core.ctx_sep': dict(ja='、', en=', ')})
+
 def _ctx_str(ctx:dict) -> str:
-    i = 0 if lang()=='ja' else 1
-    parts = [f"{_CTX_LABELS[k][i]}: {v}" for k,v in ctx.items() if v is not None and k in _CTX_LABELS]
-    if not parts: return ''
-    return ('（' + '、'.join(parts) + '）') if i==0 else (' (' + ', '.join(parts) + ')')
+    parts = [f"{msg('core.ctx.'+k)}: {v}" for k,v in ctx.items() if v is not None and k in _CTX_LABELS]
+    return msg('core.ctx_wrap', parts=msg('core.ctx_sep').join(parts)) if parts else ''
 
 class ColabDPOError(Exception):
     "colab-dpo のすべての例外の基底。`code` は変わらない識別子、`context` は直す場所"

@@ -86,6 +86,28 @@ register_messages({
  'data.prompts_truncated': dict(ja='{n} 行のプロンプトを先頭側で切り、末尾の {max_prompt_length} トークンに収めました',
                                 en='Cut the start of {n} prompts to keep their last {max_prompt_length} tokens'),
 })
+register_messages({f'data.d.{k}': dict(ja=j, en=e) for k,j,e in [   # 問題の詳細・型の名前・ヒントの部品
+    ('unreadable', '読めないバイト {b!r}…', 'unreadable bytes {b!r}…'), ('broken_utf8', 'UTF-8 として壊れたバイト', 'broken UTF-8 bytes'),
+    ('cells', 'セルが見出しより多い（{n} > {h}）。"{delim}" を含むセルは "…" で囲んでください', 'more cells than headers ({n} > {h}); quote cells that contain "{delim}"'),
+    ('unclosed', '{e}（閉じていない " はありませんか）', '{e} (an unclosed " ?)'), ('nested', '入れ子が深すぎます', 'nested too deeply'),
+    ('extra', '配列の後ろに余分な文字があります', 'extra text after the array'), ('comma', '"," か "]" が必要です', 'expected "," or "]"'),
+    ('trailing', '（行末の "," は要りません）', ' (remove the trailing ",")'), ('json', '{m}, {col} 文字目{hint}', '{m} at column {col}{hint}'),
+    ('source', 'パス・辞書のリスト・DataFrame・Dataset を渡してください', 'pass a path, a list of dicts, a DataFrame or a Dataset'),
+    ('history', '[[質問, 回答], ...]', '[[question, answer], ...]'), ('history_item', '[質問, 回答]', '[question, answer]'),
+    ('answers', '2 つ以上の応答のリスト', 'a list of 2+ answers'), ('two', '2 つの応答', 'exactly 2 answers'),
+    ('scores', '{n} 個の数値のリスト', 'a list of {n} numbers'), ('char', 'U+{cp:04X}, {i} 文字目', 'U+{cp:04X} at character {i}'),
+    ('last_role', '最後のメッセージが {role}', 'last message is {role}'), ('no_folder', 'フォルダーがありません', 'no such folder'),
+    ('file_of', '{name} の ', '{name} '), ('row', '{pre}{n} 行目', '{pre}row {n}'), ('positive', '1 以上の整数にしてください', 'use a positive integer'),
+    ('no_rows', 'データの行がありません（空のファイル、または見出しだけ）', 'there are no data rows (empty file or header only)'),
+    ('first_issue', '最初の問題: {first}', 'first issue: {first}'), ('ratio', '0 より大きく 1 より小さい数にしてください', 'use a number between 0 and 1'),
+    ('no_user', 'user なし', 'no user message'), ('mapping', '"元の列名=prompt,…" の形にしてください', 'write it as "column=prompt,..."'),
+    ('str', '文字列', 'a string'), ('list', 'リスト', 'a list'), ('dict', '辞書', 'an object'), ('int', '整数', 'an integer'),
+    ('float', '数値', 'a number'), ('bool', '真偽値', 'a boolean'), ('NoneType', 'null', 'null'),
+    ('h_missing', '各行に prompt・chosen・rejected を入れるか、mapping= で列名を対応づけてください',
+     'Give every row prompt, chosen and rejected, or map the columns with mapping='),
+    ('h_type', '全部の行を同じ形（文字列、または role/content のメッセージのリスト）にしてください',
+     'Use the same shape in every row (strings, or lists of role/content messages)'),
+    ('h_msg', 'メッセージは {{"role": "user", "content": "…"}} の形にしてください', 'Write messages as {{"role": "user", "content": "…"}}')]})
 
 # %% ../nbs/02_data.ipynb #7b0159ea
 _JA_CHARS = re.compile(r'[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff9f\u2010-\u266f]')
@@ -135,7 +157,7 @@ def _decode(data:bytes, file:str|None=None) -> tuple[str, str, set]:
         else: out.append(ln.decode('utf-8', errors='replace')); broken.add(i)
     if len(broken) * 2 >= max(nonempty, 1):
         i = min(broken); ln = body.split(b'\n')[i-1]
-        raise DataFormatError('data.undecodable', file=file, line=i, detail=(f'読めないバイト {ln[:12]!r}…' if lang()=='ja' else f'unreadable bytes {ln[:12]!r}…')) from None
+        raise DataFormatError('data.undecodable', file=file, line=i, detail=msg('data.d.unreadable', b=ln[:12])) from None
     labels = [k for k in ('utf-8', 'cp932') if used[k]]
     return '\n'.join(out), enc if labels in ([], ['utf-8']) else '+'.join(labels), broken
 
@@ -144,7 +166,7 @@ def decode_text(data:bytes,      # ファイルの中身
                ) -> tuple[str, str]: # (文字列, 判定した文字コード)
     "バイト列を文字化けさせずに文字列にする（UTF-8 → UTF-16(BOM) → CP932 → EUC-JP）。読めない行があれば `data.undecodable`"
     t,enc,broken = _decode(data, file)
-    if broken: raise DataFormatError('data.undecodable', file=file, line=min(broken), detail='UTF-8 として壊れたバイト' if lang()=='ja' else 'broken UTF-8 bytes')
+    if broken: raise DataFormatError('data.undecodable', file=file, line=min(broken), detail=msg('data.d.broken_utf8'))
     return t, enc
 
 # %% ../nbs/02_data.ipynb #f4b63318
@@ -195,11 +217,10 @@ def _parse_csv(text, file, out:_Rows, iss:_Issues, delim=None, cap:int=5000):
     def emit(cells, line):
         if not any(c.strip() for c in cells): return
         st['row'] += 1; out.n_total += 1; row = st['row']
-        if line in bad: return iss.add('data.undecodable', file=file, line=line, row=row, detail='UTF-8 として壊れたバイト' if lang()=='ja' else 'broken UTF-8 bytes')
+        if line in bad: return iss.add('data.undecodable', file=file, line=line, row=row, detail=msg('data.d.broken_utf8'))
         if len(cells) > len(header):
             return iss.add('data.unparsable_line', file=file, line=line, row=row,
-                           detail=(f'セルが見出しより多い（{len(cells)} > {len(header)}）。"{delim}" を含むセルは "…" で囲んでください' if lang()=='ja'
-                                   else f'more cells than headers ({len(cells)} > {len(header)}); quote cells that contain "{delim}"'))
+                           detail=msg('data.d.cells', n=len(cells), h=len(header), delim=delim))
         out.add({h:_cell(c) for h,c in zip(header, cells)}, file, line, row)
     while k < len(lines):
         pos = dict(i=k, start=k)
@@ -216,7 +237,7 @@ def _parse_csv(text, file, out:_Rows, iss:_Issues, delim=None, cap:int=5000):
             if len(raw) == len(header): emit(raw, b + 1); continue
             st['row'] += 1; out.n_total += 1
             iss.add('data.unparsable_line', file=file, line=b + 1, row=st['row'],
-                    detail=f'{e}（閉じていない " はありませんか）' if lang()=='ja' else f'{e} (an unclosed " ?)')
+                    detail=msg('data.d.unclosed', e=e))
 
 # %% ../nbs/02_data.ipynb #e2edbd82
 def _json_records(obj, file, iss:_Issues):
@@ -246,7 +267,7 @@ def _parse_json_array(text, file, out:_Rows, iss:_Issues):
         start = pos
         try: obj,pos = dec.raw_decode(text, pos)
         except json.JSONDecodeError as e: fail(e.pos, f'{e.msg}')
-        except RecursionError: fail(start, '入れ子が深すぎます' if lang()=='ja' else 'nested too deeply')
+        except RecursionError: fail(start, msg('data.d.nested'))
         row += 1; out.n_total += 1; out.add(obj, file, line_at(start), row)
         pos = _WSP.match(text, pos).end()
         c = text[pos:pos+1]
@@ -255,9 +276,9 @@ def _parse_json_array(text, file, out:_Rows, iss:_Issues):
             if text.startswith(']', pos): c = ']'
             else: continue
         if c == ']':
-            if text[pos+1:].strip(): fail(pos+1, '配列の後ろに余分な文字があります' if lang()=='ja' else 'extra text after the array')
+            if text[pos+1:].strip(): fail(pos+1, msg('data.d.extra'))
             return
-        fail(pos, '"," か "]" が必要です' if lang()=='ja' else 'expected "," or "]"')
+        fail(pos, msg('data.d.comma'))
 
 def _parse_json(text, file, out:_Rows, iss:_Issues, lines:bool=False):
     "JSON / JSONL を中身で見分けて読む（lines=True なら 1 行 1 件と決めて読む）"
@@ -282,12 +303,12 @@ def _parse_json(text, file, out:_Rows, iss:_Issues, lines:bool=False):
         ln = ln.strip().lstrip('\ufeff')
         if not ln: continue
         row += 1; out.n_total += 1
-        if i in bad: iss.add('data.undecodable', file=file, line=i, row=row, detail='UTF-8 として壊れたバイト' if lang()=='ja' else 'broken UTF-8 bytes'); continue
+        if i in bad: iss.add('data.undecodable', file=file, line=i, row=row, detail=msg('data.d.broken_utf8')); continue
         try: out.add(dec.decode(ln), file, i, row)
-        except RecursionError: iss.add('data.unparsable_line', file=file, line=i, row=row, detail='入れ子が深すぎます' if lang()=='ja' else 'nested too deeply')
+        except RecursionError: iss.add('data.unparsable_line', file=file, line=i, row=row, detail=msg('data.d.nested'))
         except json.JSONDecodeError as e:
-            hint = ('（行末の "," は要りません）' if lang()=='ja' else ' (remove the trailing ",")') if ln.endswith(',') else ''
-            iss.add('data.unparsable_line', file=file, line=i, row=row, detail=f'{e.msg}, {e.colno} 文字目{hint}' if lang()=='ja' else f'{e.msg} at column {e.colno}{hint}')
+            hint = msg('data.d.trailing') if ln.endswith(',') else ''
+            iss.add('data.unparsable_line', file=file, line=i, row=row, detail=msg('data.d.json', m=e.msg, col=e.colno, hint=hint))
 
 # %% ../nbs/02_data.ipynb #daf8cbff
 def _parse_bytes(data:bytes, name:str, out:_Rows, iss:_Issues, kind:str|None=None):
@@ -369,8 +390,7 @@ def _read_source(source, *, split:str='train', iss:_Issues, max_rows:int|None=No
         add_all(_json_records(source, '<dict>', iss), '<dict>'); return out, '<dict>'
     if isinstance(source, (list, tuple)): add_all(list(source), '<list>'); return out, '<list>'
     if not isinstance(source, (str, os.PathLike)):
-        raise ConfigError('data.bad_argument', arg='source', value=tn, hint='パス・辞書のリスト・DataFrame・Dataset を渡してください' if lang()=='ja'
-                          else 'pass a path, a list of dicts, a DataFrame or a Dataset')
+        raise ConfigError('data.bad_argument', arg='source', value=tn, hint=msg('data.d.source'))
     p = Path(os.path.expanduser(str(source)))
     if p.is_dir():
         if (p/'dataset_info.json').exists() or (p/'dataset_dict.json').exists() or (p/'state.json').exists():
@@ -443,6 +463,7 @@ FORMATS = {
  'labeled': ('二つの応答と、どちらが良いかのラベル', 'two answers with a preference label'),
  'unpaired': ('ペアでない評価（prompt・completion・label が True/False。KTO 用）', 'unpaired feedback (prompt, completion, label True/False; for KTO)'),
 }
+register_messages({f'data.fmt.{k}': dict(ja=j, en=e) for k,(j,e) in FORMATS.items()})
 
 class _Bad(Exception):
     "1 行の問題（コード・フィールド・文言の値）"
@@ -451,12 +472,9 @@ class _Tie(Exception): "同点でペアにできない行"
 
 _TN = {str:('文字列','a string'), list:('リスト','a list'), dict:('辞書','an object'), int:('整数','an integer'),
        float:('数値','a number'), bool:('真偽値','a boolean'), type(None):('null','null')}
-def _tname(v) -> str: return _TN.get(type(v), (type(v).__name__,)*2)[lang()!='ja']
-def _hint(kind:str) -> str:
-    ja = lang()=='ja'
-    return {'missing': '各行に prompt・chosen・rejected を入れるか、mapping= で列名を対応づけてください' if ja else 'Give every row prompt, chosen and rejected, or map the columns with mapping=',
-            'type': '全部の行を同じ形（文字列、または role/content のメッセージのリスト）にしてください' if ja else 'Use the same shape in every row (strings, or lists of role/content messages)',
-            'msg': 'メッセージは {"role": "user", "content": "…"} の形にしてください' if ja else 'Write messages as {"role": "user", "content": "…"}'}[kind]
+def _tn(t:type) -> str: return msg(f'data.d.{t.__name__}')
+def _tname(v) -> str: return _tn(type(v)) if type(v) in _TN else type(v).__name__
+def _hint(kind:str) -> str: return msg(f'data.d.h_{kind}')
 
 def _get(r:dict, k:str):
     v = r.get(k)
@@ -465,7 +483,7 @@ def _get(r:dict, k:str):
 
 def _text(r:dict, k:str) -> str:
     v = _get(r, k)
-    if not isinstance(v, str): raise _Bad('data.wrong_type', k, expected=_TN[str][lang()!='ja'], got=_tname(v), hint=_hint('type'))
+    if not isinstance(v, str): raise _Bad('data.wrong_type', k, expected=_tn(str), got=_tname(v), hint=_hint('type'))
     return v
 
 # %% ../nbs/02_data.ipynb #6a806a54
@@ -483,14 +501,14 @@ def _msg(m, field:str) -> dict:
     if r is None: raise _Bad('data.bad_role', field, detail=f'role={role!r}')
     if isinstance(content, list) and content and all(isinstance(x, dict) and isinstance(x.get('text'), str) for x in content):
         content = '\n'.join(x['text'] for x in content)
-    if not isinstance(content, str): raise _Bad('data.wrong_type', f'{field}.content', expected=_TN[str][lang()!='ja'], got=_tname(content), hint=_hint('msg'))
+    if not isinstance(content, str): raise _Bad('data.wrong_type', f'{field}.content', expected=_tn(str), got=_tname(content), hint=_hint('msg'))
     return {'role': r, 'content': content}
 
 def _msgs(v, field:str, role:str) -> list:
     "文字列・メッセージ 1 つ・メッセージのリスト → メッセージのリスト"
     if isinstance(v, str): return [{'role': role, 'content': v}]
     if isinstance(v, dict): return [_msg(v, field)]
-    if not isinstance(v, list): raise _Bad('data.wrong_type', field, expected=_TN[str][lang()!='ja'] + ' / messages', got=_tname(v), hint=_hint('type'))
+    if not isinstance(v, list): raise _Bad('data.wrong_type', field, expected=_tn(str) + ' / messages', got=_tname(v), hint=_hint('type'))
     if not v: raise _Bad('data.empty_text', field)
     return [_msg(m, f'{field}[{i}]') for i,m in enumerate(v)]
 
@@ -542,7 +560,7 @@ def _n_sharegpt(r, spec):
 
 def _alpaca_prompt(r) -> str:
     ins,inp = _text(r, 'instruction'), r.get('input')
-    if inp is not None and not isinstance(inp, str): raise _Bad('data.wrong_type', 'input', expected=_TN[str][lang()!='ja'], got=_tname(inp), hint='')
+    if inp is not None and not isinstance(inp, str): raise _Bad('data.wrong_type', 'input', expected=_tn(str), got=_tname(inp), hint='')
     return ins + ('\n\n' + inp if inp and inp.strip() else '')
 
 def _n_alpaca(r, spec):
@@ -557,10 +575,10 @@ def _n_alpaca(r, spec):
     ms = []
     s,hist = r.get('system'), r.get('history') or []
     if isinstance(s, str) and s.strip(): ms.append({'role': 'system', 'content': s})
-    if not isinstance(hist, list): raise _Bad('data.wrong_type', 'history', expected='[[質問, 回答], ...]', got=_tname(hist), hint='')
+    if not isinstance(hist, list): raise _Bad('data.wrong_type', 'history', expected=msg('data.d.history'), got=_tname(hist), hint='')
     for i,h in enumerate(hist):
         if not (isinstance(h, (list, tuple)) and len(h) == 2 and all(isinstance(x, str) for x in h)):
-            raise _Bad('data.wrong_type', f'history[{i}]', expected='[質問, 回答]', got=_tname(h), hint='')
+            raise _Bad('data.wrong_type', f'history[{i}]', expected=msg('data.d.history_item'), got=_tname(h), hint='')
         ms += [{'role': 'user', 'content': h[0]}, {'role': 'assistant', 'content': h[1]}]
     return ms + [{'role': 'user', 'content': p}], c, j
 
@@ -598,9 +616,9 @@ def _pair_spec(keys) -> dict|None:
 def _num(v, field):
     if isinstance(v, str):
         try: v = float(v.strip())
-        except ValueError: raise _Bad('data.wrong_type', field, expected=_TN[float][lang()!='ja'], got=repr(v)[:40], hint='') from None
+        except ValueError: raise _Bad('data.wrong_type', field, expected=_tn(float), got=repr(v)[:40], hint='') from None
     if v is None or (isinstance(v, float) and math.isnan(v)): raise _Bad('data.missing_field', field, hint='')
-    if isinstance(v, bool) or not isinstance(v, (int, float)): raise _Bad('data.wrong_type', field, expected=_TN[float][lang()!='ja'], got=_tname(v), hint='')
+    if isinstance(v, bool) or not isinstance(v, (int, float)): raise _Bad('data.wrong_type', field, expected=_tn(float), got=_tname(v), hint='')
     return v
 
 def _label(v, field, one_based=False) -> int:
@@ -625,7 +643,7 @@ def _ans_text(x, field):
         for k in ('text', 'response', 'content', 'value', 'output', 'answer'):
             if isinstance(x.get(k), str): return x[k]
     if isinstance(x, list): return _msgs(x, field, 'assistant')
-    raise _Bad('data.wrong_type', field, expected=_TN[str][lang()!='ja'], got=_tname(x), hint='')
+    raise _Bad('data.wrong_type', field, expected=_tn(str), got=_tname(x), hint='')
 
 def _prompt_of(r):
     if 'prompt' in r: return _get(r, 'prompt')
@@ -638,15 +656,15 @@ def _n_pair(r, spec):
     p = _prompt_of(r)
     if 'list' in spec:
         ans = _get(r, spec['list'])
-        if not isinstance(ans, list) or len(ans) < 2: raise _Bad('data.wrong_type', spec['list'], expected='2 つ以上の応答のリスト' if lang()=='ja' else 'a list of 2+ answers', got=_tname(ans), hint='')
+        if not isinstance(ans, list) or len(ans) < 2: raise _Bad('data.wrong_type', spec['list'], expected=msg('data.d.answers'), got=_tname(ans), hint='')
         texts = [_ans_text(x, f"{spec['list']}[{i}]") for i,x in enumerate(ans)]
         if spec['format'] == 'labeled':
-            if len(ans) != 2: raise _Bad('data.wrong_type', spec['list'], expected='2 つの応答' if lang()=='ja' else 'exactly 2 answers', got=f'{len(ans)}', hint='')
+            if len(ans) != 2: raise _Bad('data.wrong_type', spec['list'], expected=msg('data.d.two'), got=f'{len(ans)}', hint='')
             w = _label(r.get(spec['label']), spec['label'], spec.get('one_based', False))
             return p, texts[w], texts[1-w]
         if spec['scores']:
             sc = _get(r, spec['scores'])
-            if not isinstance(sc, list) or len(sc) != len(ans): raise _Bad('data.wrong_type', spec['scores'], expected=f'{len(ans)} 個の数値のリスト' if lang()=='ja' else f'a list of {len(ans)} numbers', got=_tname(sc), hint='')
+            if not isinstance(sc, list) or len(sc) != len(ans): raise _Bad('data.wrong_type', spec['scores'], expected=msg('data.d.scores', n=len(ans)), got=_tname(sc), hint='')
             sc = [_num(s, f"{spec['scores']}[{i}]") for i,s in enumerate(sc)]
         else: sc = [_num(next((x.get(k) for k in ('score', 'overall_score', 'rating', 'reward') if isinstance(x, dict) and x.get(k) is not None), None), f"{spec['list']}[{i}].score") for i,x in enumerate(ans)]
         hi,lo = max(range(len(sc)), key=sc.__getitem__), min(range(len(sc)), key=sc.__getitem__)
@@ -760,7 +778,7 @@ def _check_row(p, c, j, conv:bool, chk:_Checker):
         for t in ([m['content'] for m in v] if conv else (v,)):
             if (u := chk.bad_char(t)):
                 i,g = u[0]+1,u[1]
-                raise _Bad('data.invalid_unicode', f, detail=f'U+{ord(g):04X}, {i} 文字目' if lang()=='ja' else f'U+{ord(g):04X} at character {i}')
+                raise _Bad('data.invalid_unicode', f, detail=msg('data.d.char', cp=ord(g), i=i))
             if tpl is None and (k := chk.template(t)): tpl = (f, k)
     for f,v in fields:
         if conv:
@@ -768,7 +786,7 @@ def _check_row(p, c, j, conv:bool, chk:_Checker):
         elif _blank(v): raise _Bad('data.empty_text', f)
     if tpl: raise _Bad('data.template_applied', tpl[0], token=tpl[1])
     if conv:
-        if p[-1]['role'] != 'user': raise _Bad('data.bad_role', 'prompt', detail=(f"最後のメッセージが {p[-1]['role']}" if lang()=='ja' else f"last message is {p[-1]['role']}"))
+        if p[-1]['role'] != 'user': raise _Bad('data.bad_role', 'prompt', detail=msg('data.d.last_role', role=p[-1]['role']))
         for f,v in fields[1:]:
             if any(m['role'] != 'assistant' for m in v):
                 if v[:len(p)] == p or any(m['role'] == 'user' and m['content'].strip() == p[-1]['content'].strip() for m in v): raise _Bad('data.prompt_in_response', f)
@@ -789,7 +807,7 @@ def _as_tokenizer(tokenizer):
     if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike)): return tokenizer
     name = str(tokenizer)
     if not Path(os.path.expanduser(name)).exists() and not _HUB_ID.match(name):  # ハブの名前でもない、無いパス
-        raise ModelLoadError('data.tokenizer_load_failed', model=name, name=name, reason='フォルダーがありません' if lang()=='ja' else 'no such folder')
+        raise ModelLoadError('data.tokenizer_load_failed', model=name, name=name, reason=msg('data.d.no_folder'))
     from transformers import AutoTokenizer
     try: return AutoTokenizer.from_pretrained(str(tokenizer))
     except (OSError, ValueError, KeyError) as e:
@@ -900,7 +918,8 @@ _L = dict(
     ja=('日本語の文字の割合: {x:.0%}（日本語を含まない行 {n}）', 'Japanese characters: {x:.0%} (rows without Japanese: {n})'),
     issues=('問題（先頭 {k} 件 / 全 {n} 件）', 'Issues (first {k} of {n})'),
     more=('…ほか {n} 件は .report["issues"] にあります', '… {n} more in .report["issues"]'))
-def _t(key, **kw) -> str: return _L[key][lang()!='ja'].format(**kw)
+register_messages({f'data.l.{k}': dict(ja=j, en=e) for k,(j,e) in _L.items()})
+def _t(key, **kw) -> str: return msg(f'data.l.{key}', **kw)
 
 @patch
 def summary(self:PreferenceData, md:bool=False, max_issues:int=10) -> str:
@@ -941,13 +960,13 @@ def _validate(recs:list, raw:_Rows, spec:dict, chk:_Checker, iss:_Issues) -> tup
     P,C,R,where,seen,ties,dups = [],[],[],[],{},0,0
     for i,r in enumerate(recs):
         try:
-            if raw.broken and raw.lines[i] in raw.broken.get(raw.files[i], ()): raise _Bad('data.undecodable', None, detail='UTF-8 として壊れたバイト' if lang()=='ja' else 'broken UTF-8 bytes')
-            if not isinstance(r, dict): raise _Bad('data.wrong_type', None, expected=_TN[dict][lang()!='ja'], got=_tname(r), hint='')
+            if raw.broken and raw.lines[i] in raw.broken.get(raw.files[i], ()): raise _Bad('data.undecodable', None, detail=msg('data.d.broken_utf8'))
+            if not isinstance(r, dict): raise _Bad('data.wrong_type', None, expected=_tn(dict), got=_tname(r), hint='')
             p,c,j = norm(r, spec)
             if conv: p,c,j = _msgs(p, 'prompt', 'user'), _msgs(c, 'chosen', 'assistant'), _msgs(j, 'rejected', 'assistant')
             else:
                 for f,v in (('prompt', p), ('chosen', c), ('rejected', j)):
-                    if not isinstance(v, str): raise _Bad('data.wrong_type', f, expected=_TN[str][lang()!='ja'], got=_tname(v), hint=_hint('type'))
+                    if not isinstance(v, str): raise _Bad('data.wrong_type', f, expected=_tn(str), got=_tname(v), hint=_hint('type'))
             _check_row(p, c, j, conv, chk)
             k = _row_key(p, c, j, conv)
             if k in seen: dups += 1; raise _Bad('data.duplicate_row', None, first=_where_first(raw, seen[k], i))
@@ -960,8 +979,8 @@ def _validate(recs:list, raw:_Rows, spec:dict, chk:_Checker, iss:_Issues) -> tup
 def _where_first(raw:_Rows, i0:int, i:int) -> str:
     "重複の元の行を「3 行目」「a.jsonl の 3 行目」の形で"
     n0,f0 = raw.lines[i0] or raw.rows[i0], raw.files[i0]
-    pre = '' if f0 == raw.files[i] else Path(str(f0)).name + (' の ' if lang()=='ja' else ' ')
-    return f'{pre}{n0} 行目' if lang()=='ja' else f'{pre}row {n0}'
+    pre = '' if f0 == raw.files[i] else msg('data.d.file_of', name=Path(str(f0)).name)
+    return msg('data.d.row', pre=pre, n=n0)
 
 @patch
 def loc(self:_Rows, i:int) -> dict: return dict(file=self.files[i], line=self.lines[i], row=self.rows[i])
@@ -1026,7 +1045,7 @@ def load_preferences(source=None,                # パス（ファイル・フ�
                     ) -> PreferenceData:
     "選好データを読み込み、形式を見分けて TRL の形にそろえ、1 行ずつ検査し、統計を付けて返す"
     if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
-        raise ConfigError('data.bad_argument', arg='max_length', value=repr(max_length), hint='1 以上の整数にしてください' if lang()=='ja' else 'use a positive integer')
+        raise ConfigError('data.bad_argument', arg='max_length', value=repr(max_length), hint=msg('data.d.positive'))
     from colab_dpo.registry import resolve_source, sample_raw, sample_rows
     sample_rows([], max_rows)   # max_rows の検査
     source, rkw, entry = resolve_source(source)   # 登録簿の短い名前 → Hub の ID と読み方
@@ -1050,14 +1069,14 @@ def load_preferences(source=None,                # パス（ファイル・フ�
     iss.items.sort(key=lambda i: (fo.get(i['file'], -1), i['line'] or i['row'] or 0))
     ic = dict(Counter(i['code'] for i in iss.items).most_common())
     fmt = spec['format']
-    report = AttrDict(rows_total=raw.n_total, rows_valid=len(P), format=fmt, format_description=FORMATS[fmt][lang()!='ja'] if fmt in FORMATS else '-',
+    report = AttrDict(rows_total=raw.n_total, rows_valid=len(P), format=fmt, format_description=msg(f'data.fmt.{fmt}') if fmt in FORMATS else '-',
                       conversational=spec['conv'], issues=iss.items, issue_counts=ic, ties=ties, stats={}, max_length=max_length,
                       tokenizer=getattr(tok, 'name_or_path', None) if tok is not None else None, source=src,
                       encodings=raw.encodings, columns=ren, skipped_files=raw.skipped_files,
                       dataset=entry.licence_info() if entry else None, sampled=dict(max_rows=max_rows, seed=seed, rows_before=before) if max_rows else None)
     if not P:
-        first = iss.items[0]['message'] if iss.items else ('データの行がありません（空のファイル、または見出しだけ）' if lang()=='ja' else 'there are no data rows (empty file or header only)')
-        detail = (', '.join(f'{k} ×{v}' for k,v in ic.items()) + ' — ' if ic else '') + (f'最初の問題: {first}' if lang()=='ja' and iss.items else first)
+        first = iss.items[0]['message'] if iss.items else msg('data.d.no_rows')
+        detail = (', '.join(f'{k} ×{v}' for k,v in ic.items()) + ' — ' if ic else '') + (msg('data.d.first_issue', first=first) if iss.items else first)
         e = DataFormatError('data.no_usable_rows', file=src, total=raw.n_total, detail=detail); e.report = report; raise e
     report['stats'] = _stats(P, C, R, spec['conv'], lengths, max_length, dups)
     if iss.items: warn('data.rows_skipped', stacklevel=3, n=len(iss.items), total=raw.n_total, codes=', '.join(f'{k} ×{v}' for k,v in ic.items()))
@@ -1106,6 +1125,7 @@ _L.update(kto_share=('望ましい行（label=True）の割合: {x:.0%}（{d} �
                     '⚠ Desirable and undesirable rows are unbalanced. For KTO, set undesirable_weight to about {w} (desirable ÷ undesirable rows)'),
           kto_balance=('プロンプト {n} 個のうち、両方の評価を持つもの {both}、望ましい答えだけ {good}、望ましくない答えだけ {bad}',
                        '{n} prompts: {both} with both labels, {good} desirable only, {bad} undesirable only'))
+register_messages({f'data.l.{k}': dict(ja=j, en=e) for k,(j,e) in _L.items()})
 
 # %% ../nbs/02_data.ipynb #c9e20a04
 def _unpaired_stats(P, C, Y, conv:bool, lengths:dict, max_length, dups:int) -> dict:
@@ -1132,12 +1152,12 @@ def _load_unpaired(recs, raw:_Rows, spec:dict, chk:_Checker, iss:_Issues, tok, m
     conv, P, C, Y, where, seen, dups = spec['conv'], [], [], [], [], {}, 0
     for i,r in enumerate(recs):
         try:
-            if not isinstance(r, dict): raise _Bad('data.wrong_type', None, expected=_TN[dict][lang()!='ja'], got=_tname(r), hint='')
+            if not isinstance(r, dict): raise _Bad('data.wrong_type', None, expected=_tn(dict), got=_tname(r), hint='')
             p, c, y = r.get('prompt'), r.get('completion'), _label_bool(r.get('label'))
             if conv: p, c = _msgs(p, 'prompt', 'user'), _msgs(c, 'completion', 'assistant')
             else:
                 for f,v in (('prompt', p), ('completion', c)):
-                    if not isinstance(v, str): raise _Bad('data.wrong_type', f, expected=_TN[str][lang()!='ja'], got=_tname(v), hint=_hint('type'))
+                    if not isinstance(v, str): raise _Bad('data.wrong_type', f, expected=_tn(str), got=_tname(v), hint=_hint('type'))
             _check_unpaired(p, c, conv, chk)
             k = (_row_key(p, c, c, conv), y)
             if k in seen: dups += 1; raise _Bad('data.duplicate_row', None, first=_where_first(raw, seen[k], i))
@@ -1151,7 +1171,7 @@ def _load_unpaired(recs, raw:_Rows, spec:dict, chk:_Checker, iss:_Issues, tok, m
         Y = [ymap[w] for w in where]
         lengths['tokens'] = dict(prompt=tl['prompt'], completion=tl['chosen'])
     ic = dict(Counter(i['code'] for i in iss.items).most_common())
-    report = AttrDict(rows_total=raw.n_total, rows_valid=len(P), format='unpaired', format_description=FORMATS['unpaired'][lang()!='ja'],
+    report = AttrDict(rows_total=raw.n_total, rows_valid=len(P), format='unpaired', format_description=msg('data.fmt.unpaired'),
                       conversational=conv, issues=iss.items, issue_counts=ic, ties=0, stats={}, max_length=max_length,
                       tokenizer=getattr(tok, 'name_or_path', None) if tok is not None else None, source=src,
                       encodings=raw.encodings, columns=ren, skipped_files=raw.skipped_files)
@@ -1163,6 +1183,7 @@ def _load_unpaired(recs, raw:_Rows, spec:dict, chk:_Checker, iss:_Issues, tok, m
 # %% ../nbs/02_data.ipynb #d4ad7481
 _PL = dict(prompt=('プロンプト', 'prompt'), chosen=('chosen（選ばれた応答）', 'chosen'), rejected=('rejected（退けられた応答）', 'rejected'),
            total=('プロンプト＋長い方の応答', 'prompt + longer answer'), rows=('行数', 'rows'), title=('長さの分布（{u}）', 'Length distribution ({u})'))
+register_messages({f'data.plot.{k}': dict(ja=j, en=e) for k,(j,e) in _PL.items()})
 
 @patch
 def plot(self:PreferenceData, by:str|None=None, # 'tokens' か 'chars'。None ならトークン数があればトークン数
@@ -1173,14 +1194,14 @@ def plot(self:PreferenceData, by:str|None=None, # 'tokens' か 'chars'。None �
     from matplotlib.figure import Figure
     by = by or ('tokens' if 'tokens' in self.lengths else 'chars')
     if by not in self.lengths: raise ConfigError('data.bad_argument', arg='by', value=repr(by), hint=f"{list(self.lengths)}")
-    L,i,ml = self.lengths[by],lang()!='ja',self.report.get('max_length')
+    L,ml = self.lengths[by],self.report.get('max_length')
     fig = Figure(figsize=(12, 3.2), layout='constrained')
     axs = fig.subplots(1, 4, sharey=True)
     data = dict(L, total=L['prompt'] + np.maximum(L['chosen'], L['rejected']))
     for ax,(k,a),col in zip(axs, data.items(), ('#4c72b0', '#55a868', '#c44e52', '#8172b2')):
-        ax.hist(a, bins=bins, color=col); ax.set_title(_PL[k][i]); ax.set_xlabel(_t(by))
+        ax.hist(a, bins=bins, color=col); ax.set_title(msg(f'data.plot.{k}')); ax.set_xlabel(_t(by))
     if ml and by == 'tokens': axs[3].axvline(ml, color='k', ls='--', label=f'max_length={ml}'); axs[3].legend()
-    axs[0].set_ylabel(_PL['rows'][i]); fig.suptitle(_PL['title'][i].format(u=_t(by)))
+    axs[0].set_ylabel(msg('data.plot.rows')); fig.suptitle(msg('data.plot.title', u=_t(by)))
     return fig
 
 # %% ../nbs/02_data.ipynb #a4197e74
@@ -1192,7 +1213,7 @@ def split_train_eval(ds,                    # `PreferenceData` または `datase
     import numpy as np
     if isinstance(ds, PreferenceData): ds = ds.dataset
     if isinstance(eval_ratio, bool) or not isinstance(eval_ratio, (int, float)) or not 0 < eval_ratio < 1:
-        raise ConfigError('data.bad_argument', arg='eval_ratio', value=repr(eval_ratio), hint='0 より大きく 1 より小さい数にしてください' if lang()=='ja' else 'use a number between 0 and 1')
+        raise ConfigError('data.bad_argument', arg='eval_ratio', value=repr(eval_ratio), hint=msg('data.d.ratio'))
     n = len(ds)
     if n < 2: raise DataFormatError('data.too_few_rows', n=n)
     groups = {}
@@ -1216,7 +1237,7 @@ def pretruncate_prompts(ds,                   # `PreferenceData` または `data
     "プロンプトを先頭側から削り、末尾の max_prompt_length トークンに収める（max_prompt_length のない TRL のため）"
     if isinstance(ds, PreferenceData): ds = ds.dataset
     if isinstance(max_prompt_length, bool) or not isinstance(max_prompt_length, int) or max_prompt_length < 1:
-        raise ConfigError('data.bad_argument', arg='max_prompt_length', value=repr(max_prompt_length), hint='1 以上の整数にしてください' if lang()=='ja' else 'use a positive integer')
+        raise ConfigError('data.bad_argument', arg='max_prompt_length', value=repr(max_prompt_length), hint=msg('data.d.positive'))
     if 'prompt' not in ds.column_names: raise DataFormatError('data.missing_field', field='prompt', f='prompt', hint=_hint('missing'))
     cut, n = truncate_prompts(ds, _as_tokenizer(tokenizer), max_prompt_length)  # 切り方は互換レイヤーと一つ
     if n: warn('data.prompts_truncated', stacklevel=3, n=n, max_prompt_length=max_prompt_length)
@@ -1248,7 +1269,7 @@ def _prompt_item(v, field):
     if isinstance(v, list) and v and all(isinstance(x, str) for x in v): return [{'role': 'user', 'content': x} for x in v]
     ms = _msgs(v, field, 'user')
     while ms and ms[-1]['role'] == 'assistant': ms = ms[:-1]
-    if not any(m['role'] == 'user' for m in ms): raise _Bad('data.bad_role', field, detail='user なし' if lang()=='ja' else 'no user message')
+    if not any(m['role'] == 'user' for m in ms): raise _Bad('data.bad_role', field, detail=msg('data.d.no_user'))
     return ms
 
 def load_prompts(source,                 # パス（JSONL/JSON/CSV/TSV/Parquet/.txt）、文字列や辞書のリスト、Dataset、PreferenceData
@@ -1275,7 +1296,7 @@ def load_prompts(source,                 # パス（JSONL/JSON/CSV/TSV/Parquet/.
                 k = field or next((k for k in _PROMPT_KEYS if r.get(k) is not None), None)
                 if k is None: raise DataFormatError('data.no_prompt_field', file=f, line=l, row=rw, columns=', '.join(map(str, r)))
                 v = _alpaca_prompt(r) if k == 'instruction' else _get(r, k)
-            else: raise _Bad('data.wrong_type', None, expected=_TN[dict][lang()!='ja'], got=_tname(r), hint='')
+            else: raise _Bad('data.wrong_type', None, expected=_tn(dict), got=_tname(r), hint='')
             item = _prompt_item(v, k)
             if isinstance(item, str) and _blank(item) or isinstance(item, list) and all(_blank(m['content']) for m in item): raise _Bad('data.empty_text', k)
         except _Bad as b: iss.add(b.code, file=f, line=l, row=rw, field=b.field, **b.kw); continue
@@ -1293,7 +1314,7 @@ def _parse_mapping(s:str|None) -> dict|None:
     "'質問=prompt,良い=chosen' → {'質問': 'prompt', '良い': 'chosen'}"
     if not s: return None
     try: return dict(kv.split('=', 1) for kv in s.split(',') if kv.strip())
-    except ValueError: raise ConfigError('data.bad_argument', arg='--mapping', value=repr(s), hint='"元の列名=prompt,…" の形にしてください' if lang()=='ja' else 'write it as "column=prompt,..."') from None
+    except ValueError: raise ConfigError('data.bad_argument', arg='--mapping', value=repr(s), hint=msg('data.d.mapping')) from None
 
 def _jsonable(o):
     if isinstance(o, dict): return {str(k):_jsonable(v) for k,v in o.items()}

@@ -28,6 +28,9 @@ register_messages({
                                en='Empty answers: {b} / {n} before, {a} / {n} after. A random model often emits the end token first, so empty answers are expected'),
     'demo.done': dict(ja='デモが終わりました（{s:.0f} 秒）。出力:', en='The demo finished ({s:.0f} s). Outputs:'),
     'demo.skipped_eval': dict(ja='評価は飛ばしました', en='Evaluation skipped'),
+    'demo.out_line': dict(ja='  {name}: {p}', en='  {name}: {p}'),
+    **{f'demo.out_{k}': dict(ja=j, en=e) for k,j,e in [('model', 'ミニモデル', 'mini model'), ('adapter', 'アダプター', 'adapter'),
+        ('card', 'ランカード', 'run card'), ('log', 'ログ', 'log'), ('ckpt', 'チェックポイント', 'checkpoints'), ('eval', '評価', 'evaluation')]},
 })
 
 # %% ../nbs/08_demo.ipynb #d090f25f
@@ -84,8 +87,8 @@ def demo_cli(output_dir:str='colab_dpo_demo', # 出力先のフォルダ
     t0 = time.time()
     res, ev = run_demo(output_dir, max_steps=max_steps, evaluate=not no_eval, pretrained=pretrained)
     print('\n' + msg('demo.done', s=time.time() - t0))
-    for name,p in (('ミニモデル', res.run_card['model'].get('source')), ('アダプター', res.adapter_dir), ('ランカード', res.run_dir/'run_card.md'),
-                   ('ログ', res.run_dir/'log_history.json'), ('チェックポイント', res.checkpoint_dir)):
-        print(f'  {name}: {p}')
-    print(f'  評価: {ev}' if ev is not None else '  ' + msg('demo.skipped_eval'))
+    for name,p in (('model', res.run_card['model'].get('source')), ('adapter', res.adapter_dir), ('card', res.run_dir/'run_card.md'),
+                   ('log', res.run_dir/'log_history.json'), ('ckpt', res.checkpoint_dir)):
+        print(msg('demo.out_line', name=msg(f'demo.out_{name}'), p=p))
+    print(msg('demo.out_line', name=msg('demo.out_eval'), p=ev) if ev is not None else '  ' + msg('demo.skipped_eval'))
     return 0

@@ -105,10 +105,45 @@ def _answer_stats(text:str, ids:list[int], reward:float) -> dict:
     return dict(text=text, tokens=len(ids), chars=len(text), ja_ratio=ja_ratio(text), distinct_1=distinct_n(text, 1),
                 distinct_2=distinct_n(text, 2), reward=reward)
 
-_STATS = [('chars', '長さ（文字）', '.0f'), ('tokens', '長さ（トークン）', '.0f'), ('ja_ratio', '日本語の文字の割合', '.1%'),
-          ('distinct_1', 'distinct-1', '.3f'), ('distinct_2', 'distinct-2', '.3f'), ('reward', '暗黙の報酬', '+.4f')]
+register_messages({f'eval.r.{k}': dict(ja=j, en=e) for k,j,e in [   # 比較・図・レポートの部品
+    ('chars', '長さ（文字）', 'length (characters)'), ('tokens', '長さ（トークン）', 'length (tokens)'), ('ja_ratio', '日本語の文字の割合', 'share of Japanese characters'),
+    ('distinct_1', 'distinct-1', 'distinct-1'), ('distinct_2', 'distinct-2', 'distinct-2'), ('reward', '暗黙の報酬', 'implicit reward'), ('empty', '（空）', '(empty)'),
+    ('repr', 'GenerationComparison({n} 問, 回答が変わった割合 {changed:.0%}, 暗黙の報酬 {b:+.3f} → {a:+.3f})',
+     'GenerationComparison({n} prompts, answers changed {changed:.0%}, implicit reward {b:+.3f} → {a:+.3f})'),
+    ('sum_head', '| 指標（平均） | 学習前 | 学習後 |', '| metric (mean) | before | after |'),
+    ('changed', '{n} 個のプロンプトのうち {changed:.0%} で回答が変わりました（{how}、最大 {m} トークン）。',
+     'The answer changed for {changed:.0%} of {n} prompts ({how}, at most {m} tokens).'),
+    ('sampling', 'サンプリング', 'sampling'), ('greedy', '貪欲法', 'greedy'),
+    ('gen_head', '| # | プロンプト | 学習前（アダプター無効） | 学習後 |', '| # | prompt | before (adapter off) | after |'),
+    ('gen_stats', '<br><sub>{chars} 字・日本語 {ja:.0%}・d2 {d2:.2f}・報酬 {r:+.3f}</sub>', '<br><sub>{chars} chars · Japanese {ja:.0%} · d2 {d2:.2f} · reward {r:+.3f}</sub>'),
+    ('before_off', '学習前（アダプター無効）', 'before (adapter off)'), ('after', '学習後', 'after'), ('before', '学習前', 'before'),
+    ('mean_logp', '平均 log-prob（応答全体の和）', 'mean log-prob (sum over the answer)'), ('logp_title', 'chosen と rejected の log-prob', 'log-prob of chosen and rejected'),
+    ('margin_title', '暗黙の報酬のマージン（正解率 {acc:.0%}、{n} 組）', 'implicit reward margin (accuracy {acc:.0%}, {n} pairs)'),
+    ('margin_x', 'β ×（chosen の変化 − rejected の変化）', 'β × (change of chosen − change of rejected)'), ('pairs', 'ペアの数', 'pairs'),
+    ('ci', '{x:.1%}（95% 区間 {lo:.1%}–{hi:.1%}）', '{x:.1%} (95% interval {lo:.1%}–{hi:.1%})'),
+    ('st_head', '| 指標（保留データ {n} 組） | 値 |', '| metric (held-out, {n} pairs) | value |'),
+    ('st_before', '| log-prob で chosen を選ぶ割合（1 トークンあたり）学習前 | {v} |', '| log-prob picks chosen (per token), before | {v} |'),
+    ('st_after', '| 同 学習後 | {v} |', '| same, after | {v} |'), ('st_p', '| 変化の p 値（正確な McNemar 検定） | {p:.3g} |', '| p-value of the change (exact McNemar) | {p:.3g} |'),
+    ('st_acc', '| 暗黙の報酬の正解率 | {v} |', '| implicit reward accuracy | {v} |'), ('st_margin', '| 暗黙の報酬の平均マージン | {m:+.4f} |', '| mean implicit reward margin | {m:+.4f} |'),
+    ('title', '# DPO 評価レポート', '# DPO evaluation report'), ('base', '- 基盤モデル: `{m}`、β = {beta:g}', '- base model: `{m}`, β = {beta:g}'),
+    ('ref', '- 参照（学習前）: 同じモデルで LoRA アダプターを無効にしたもの（2 つ目のモデルは読み込んでいません）',
+     '- reference (before): the same model with the LoRA adapter disabled (no second model is loaded)'),
+    ('h_conclusion', '## 結論', '## Conclusion'), ('worked', '- **DPO は効いたか**: {m}', '- **Did DPO work**: {m}'),
+    ('healthy', '- **学習は健全か**: {m}', '- **Was training healthy**: {m}'), ('h_health', '## 学習の健全性', '## Training health'),
+    ('fig_history', '学習の記録', 'training record'), ('fig_pref', '選好', 'preference'),
+    ('h_pref', '## 保留データでの選好（学習前後）', '## Preference on held-out data (before and after)'),
+    ('h_gen', '## テスト用プロンプトへの回答（学習前後）', '## Answers to the test prompts (before and after)'),
+    ('caution', '> **注意**: {x}', '> **Note**: {x}'), ('no_gen', '（生成しませんでした）', '(no generation)'), ('h_read', '## 読み方', '## How to read this'),
+    ('read1', '- 暗黙の報酬 = β ×（学習後の log-prob − 学習前の log-prob）。chosen の報酬が rejected を上回った割合が選好の正解率です。',
+     '- implicit reward = β × (log-prob after − log-prob before). The share of pairs where chosen gets the higher reward is the preference accuracy.'),
+    ('read2', '- `rewards/chosen` がマイナスでも、rejected がそれ以上に下がっていれば DPO としては正常です。',
+     '- A negative `rewards/chosen` is normal for DPO as long as rejected falls further.'),
+    ('seconds', '- 評価にかかった時間: {s:.1f} 秒', '- evaluation took {s:.1f} s'), ('load', '- 評価の読み込み: {m}', '- evaluation load: {m}'),
+    ('ge1', '1 以上にしてください', 'use 1 or more')]})
 
-def _md_cell(s:str) -> str: return s.replace('|', '\\|').replace('\n', '<br>') or '（空）'
+_STATS = [('chars', '.0f'), ('tokens', '.0f'), ('ja_ratio', '.1%'), ('distinct_1', '.3f'), ('distinct_2', '.3f'), ('reward', '+.4f')]
+
+def _md_cell(s:str) -> str: return s.replace('|', '\\|').replace('\n', '<br>') or msg('eval.r.empty')
 
 @dataclass
 class GenerationComparison:
@@ -120,12 +155,12 @@ class GenerationComparison:
 
     def __repr__(self):
         s = self.summary
-        return f"GenerationComparison({s['n']} 問, 回答が変わった割合 {s['changed']:.0%}, 暗黙の報酬 {s['before']['reward']:+.3f} → {s['after']['reward']:+.3f})"
+        return msg('eval.r.repr', n=s['n'], changed=s['changed'], b=s['before']['reward'], a=s['after']['reward'])
 
     @property
     def summary(self) -> dict:
         "学習前・学習後の指標の平均と、回答が変わったプロンプトの割合"
-        side = lambda k: {s: _mean([r[k][s] for r in self.rows]) for s,_,_ in _STATS}
+        side = lambda k: {s: _mean([r[k][s] for r in self.rows]) for s,_ in _STATS}
         return dict(n=len(self.rows), before=side('before'), after=side('after'),
                     changed=_mean([float(r['before']['text'] != r['after']['text']) for r in self.rows]),
                     max_new_tokens=self.max_new_tokens, do_sample=self.do_sample)
@@ -137,12 +172,13 @@ class GenerationComparison:
     def to_dict(self) -> dict: return dict(summary=self.summary, rows=self.rows)
     def summary_markdown(self) -> str:
         s = self.summary
-        t = ['| 指標（平均） | 学習前 | 学習後 |', '|---|---:|---:|']
-        t += [f"| {lab} | {s['before'][k]:{fmt}} | {s['after'][k]:{fmt}} |" for k,lab,fmt in _STATS]
-        return '\n'.join(t) + f"\n\n{s['n']} 個のプロンプトのうち {s['changed']:.0%} で回答が変わりました（{'サンプリング' if s['do_sample'] else '貪欲法'}、最大 {s['max_new_tokens']} トークン）。"
+        t = [msg('eval.r.sum_head'), '|---|---:|---:|']
+        t += [f"| {msg('eval.r.'+k)} | {s['before'][k]:{fmt}} | {s['after'][k]:{fmt}} |" for k,fmt in _STATS]
+        how = msg('eval.r.sampling' if s['do_sample'] else 'eval.r.greedy')
+        return '\n'.join(t) + '\n\n' + msg('eval.r.changed', n=s['n'], changed=s['changed'], how=how, m=s['max_new_tokens'])
     def _repr_markdown_(self) -> str:
-        t = ['| # | プロンプト | 学習前（アダプター無効） | 学習後 |', '|---|---|---|---|']
-        st = lambda a: f"<br><sub>{a['chars']} 字・日本語 {a['ja_ratio']:.0%}・d2 {a['distinct_2']:.2f}・報酬 {a['reward']:+.3f}</sub>"
+        t = [msg('eval.r.gen_head'), '|---|---|---|---|']
+        st = lambda a: msg('eval.r.gen_stats', chars=a['chars'], ja=a['ja_ratio'], d2=a['distinct_2'], r=a['reward'])
         t += [f"| {i+1} | {_md_cell(r['prompt'])} | {_md_cell(r['before']['text'])}{st(r['before'])} | {_md_cell(r['after']['text'])}{st(r['after'])} |"
               for i,r in enumerate(self.rows)]
         return self.summary_markdown() + '\n\n' + '\n'.join(t)
@@ -293,12 +329,12 @@ def plot_preference(pe:PreferenceEval,          # preference_eval の結果
     x = [0, 1]
     a1.bar([i - 0.2 for i in x], [s['before']['logps_chosen'], s['after']['logps_chosen']], 0.4, label='chosen', color='C0')
     a1.bar([i + 0.2 for i in x], [s['before']['logps_rejected'], s['after']['logps_rejected']], 0.4, label='rejected', color='C1')
-    a1.set_xticks(x, ['学習前（アダプター無効）', '学習後']); a1.set_ylabel('平均 log-prob（応答全体の和）')
-    a1.set_title('chosen と rejected の log-prob'); a1.legend(); a1.grid(alpha=0.3, axis='y')
+    a1.set_xticks(x, [msg('eval.r.before_off'), msg('eval.r.after')]); a1.set_ylabel(msg('eval.r.mean_logp'))
+    a1.set_title(msg('eval.r.logp_title')); a1.legend(); a1.grid(alpha=0.3, axis='y')
     m = [c - r for c,r in zip(pe.rewards_chosen, pe.rewards_rejected)]
     a2.hist(m, bins=min(30, max(5, len(m)//2)), color='C2', alpha=0.8); a2.axvline(0, color='gray', ls=':')
-    a2.set_title(f"暗黙の報酬のマージン（正解率 {s['reward_accuracy']:.0%}、{s['n']} 組）"); a2.set_xlabel('β ×（chosen の変化 − rejected の変化）')
-    a2.set_ylabel('ペアの数'); a2.grid(alpha=0.3)
+    a2.set_title(msg('eval.r.margin_title', acc=s['reward_accuracy'], n=s['n'])); a2.set_xlabel(msg('eval.r.margin_x'))
+    a2.set_ylabel(msg('eval.r.pairs')); a2.grid(alpha=0.3)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         fig.savefig(Path(out_dir)/fname, dpi=100)
@@ -416,7 +452,7 @@ def generation_flags(gens:GenerationComparison|None, # compare_generations の�
     "空の回答・くり返しだけの回答を数えて、注意文をつける"
     if gens is None or not gens.rows: return dict(n=0, empty_before=0, empty_after=0, degenerate_before=0, degenerate_after=0, notes=[])
     d, notes = dict(n=len(gens.rows)), []
-    for side,label in (('before', '学習前'), ('after', '学習後')):
+    for side,label in (('before', msg('eval.r.before')), ('after', msg('eval.r.after'))):
         t = [r[side]['text'] for r in gens.rows]
         d[f'empty_{side}'], d[f'degenerate_{side}'] = sum(not x.strip() for x in t), sum(_degenerate(x) for x in t)
         if d[f'empty_{side}'] + d[f'degenerate_{side}']:
@@ -472,28 +508,25 @@ def _preference_block(pref:PreferenceEval|None) -> dict:
 
 def _stats_md(p:dict) -> str:
     if not p.get('n'): return ''
-    ci = lambda k: f"{p[k]:.1%}（95% 区間 {p[k+'_ci'][0]:.1%}–{p[k+'_ci'][1]:.1%}）"
-    return '\n'.join(['| 指標（保留データ {} 組） | 値 |'.format(p['n']), '|---|---|',
-                      f"| log-prob で chosen を選ぶ割合（1 トークンあたり）学習前 | {ci('logp_accuracy_before')} |",
-                      f"| 同 学習後 | {ci('logp_accuracy_after')} |", f"| 変化の p 値（正確な McNemar 検定） | {p['change_p_value']:.3g} |",
-                      f"| 暗黙の報酬の正解率 | {ci('reward_accuracy')} |", f"| 暗黙の報酬の平均マージン | {p['margin_mean']:+.4f} |"])
+    ci = lambda k: msg('eval.r.ci', x=p[k], lo=p[k+'_ci'][0], hi=p[k+'_ci'][1])
+    return '\n'.join([msg('eval.r.st_head', n=p['n']), '|---|---|', msg('eval.r.st_before', v=ci('logp_accuracy_before')),
+                      msg('eval.r.st_after', v=ci('logp_accuracy_after')), msg('eval.r.st_p', p=p['change_p_value']),
+                      msg('eval.r.st_acc', v=ci('reward_accuracy')), msg('eval.r.st_margin', m=p['margin_mean'])])
 
 def _report_md(run:Path, d:dict, notes, pref, gens, figs:dict) -> str:
-    L = ['# DPO 評価レポート', '', f"- run: `{run}`", f"- 基盤モデル: `{d['base_model']}`、β = {d['beta']:g}",
-         '- 参照（学習前）: 同じモデルで LoRA アダプターを無効にしたもの（2 つ目のモデルは読み込んでいません）', '',
-         '## 結論', '', f"- **DPO は効いたか**: {d['verdict']['message']}", f"- **学習は健全か**: {d['health']['message']}", '']
-    L += ['## 学習の健全性', '']
+    R = lambda k, **kw: msg('eval.r.'+k, **kw)
+    L = [R('title'), '', f"- run: `{run}`", R('base', m=d['base_model'], beta=d['beta']), R('ref'), '',
+         R('h_conclusion'), '', R('worked', m=d['verdict']['message']), R('healthy', m=d['health']['message']), '']
+    L += [R('h_health'), '']
     L += [notes._repr_markdown_() if notes is not None else msg('eval.health_unknown'), '']
-    if 'training_dashboard' in figs: L += [f"![学習の記録]({Path(figs['training_dashboard']).name})", '']
-    L += ['## 保留データでの選好（学習前後）', '']
-    if pref is not None: L += [_stats_md(d['preference']), '', pref._repr_markdown_(), '', f"![選好]({Path(figs['preference']).name})", '']
+    if 'training_dashboard' in figs: L += [f"![{R('fig_history')}]({Path(figs['training_dashboard']).name})", '']
+    L += [R('h_pref'), '']
+    if pref is not None: L += [_stats_md(d['preference']), '', pref._repr_markdown_(), '', f"![{R('fig_pref')}]({Path(figs['preference']).name})", '']
     else: L += [msg('eval.no_eval_data'), '']
-    L += ['## テスト用プロンプトへの回答（学習前後）', '']
-    L += [f'> **注意**: {x}' for x in d['generations']['flags']['notes']] + ([''] if d['generations']['flags']['notes'] else [])
-    L += [gens._repr_markdown_() if gens is not None else '（生成しませんでした）', '']
-    L += ['## 読み方', '', '- 暗黙の報酬 = β ×（学習後の log-prob − 学習前の log-prob）。chosen の報酬が rejected を上回った割合が選好の正解率です。',
-          '- `rewards/chosen` がマイナスでも、rejected がそれ以上に下がっていれば DPO としては正常です。',
-          f"- 評価にかかった時間: {d['seconds']:.1f} 秒", *([f"- 評価の読み込み: {d['load']['message']}"] if d.get('load') else []), '']
+    L += [R('h_gen'), '']
+    L += [R('caution', x=x) for x in d['generations']['flags']['notes']] + ([''] if d['generations']['flags']['notes'] else [])
+    L += [gens._repr_markdown_() if gens is not None else R('no_gen'), '']
+    L += [R('h_read'), '', R('read1'), R('read2'), R('seconds', s=d['seconds']), *([R('load', m=d['load']['message'])] if d.get('load') else []), '']
     return '\n'.join(L)
 
 def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_card.json、log_history.json）か train_dpo の結果
@@ -563,7 +596,7 @@ def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォ�
     if not run_dir: raise ConfigError('eval.missing_run_dir', arg='--run-dir')
     t0 = time.time()
     from colab_dpo.checkpoints import check_run_outputs, check_writable
-    if max_new_tokens < 1: raise ConfigError('ckpt.bad_arg', field='--max-new-tokens', value=max_new_tokens, expected='1 以上にしてください')
+    if max_new_tokens < 1: raise ConfigError('ckpt.bad_arg', field='--max-new-tokens', value=max_new_tokens, expected=msg('eval.r.ge1'))
     check_run_outputs(run_dir)
     if out_dir: check_writable(out_dir, field='--out-dir')
     r = evaluate_run(run_dir, prompts=prompts, data=data, max_new_tokens=max_new_tokens, max_pairs=max_pairs,

@@ -106,7 +106,7 @@ def _raw_history(src) -> list:
         return _raw_history(obj)
     if isinstance(src, dict):
         if 'log_history' in src: return src['log_history']
-        raise ColabDPOError('eval.no_history', src='dict（log_history キーなし）')
+        raise ColabDPOError('eval.no_history', src='dict (no log_history key)')
     if isinstance(src, (list, tuple)): return list(src)
     if hasattr(src, 'log_history'): return src.log_history                      # TrainerState など
     if hasattr(getattr(src, 'state', None), 'log_history'): return src.state.log_history  # Trainer
@@ -138,7 +138,7 @@ def synthetic_history(steps:int=60,          # 学習ステップ数（毎ステ
     "健全な DPO 学習、または指定した症状を持つ学習の記録を作る（所見と図の確認用）"
     import random
     bad = set(faults) - set(FAULTS)
-    if bad: raise ConfigError('train.bad_value', field='faults', value=sorted(bad), expected=f'{FAULTS} のどれか')
+    if bad: raise ConfigError('train.bad_value', field='faults', value=sorted(bad), expected=f'{FAULTS}')
     rnd, f, h = random.Random(seed), set(faults), []
     peak = 5e-7 if 'low_lr' in f else 5e-5
     for s in range(1, steps+1):
@@ -183,7 +183,7 @@ class HistoryFrames:
     train:object  # 学習の行（loss、rewards/…、logps/…、learning_rate、grad_norm など）
     eval:object   # 評価の行（列名の eval_ は外してある）
     mem:object    # mem/… の列（メモリ監視）
-    def __repr__(self): return f"HistoryFrames(train={len(self.train)} 行, eval={len(self.eval)} 行, mem={len(self.mem)} 行)"
+    def __repr__(self): return f"HistoryFrames(train={len(self.train)}, eval={len(self.eval)}, mem={len(self.mem)})"
 
 def _frame(rows:list[dict]):
     import pandas as pd
@@ -220,42 +220,56 @@ def ema(values, # 数値の列
     return out
 
 # %% ../nbs/04a_history.ipynb #37df98a1
-_PANELS = [('損失（loss）', ['loss'], 'loss'),
-           ('暗黙の報酬（chosen と rejected）', ['rewards/chosen', 'rewards/rejected'], '報酬'),
-           ('報酬マージン（chosen − rejected）', ['rewards/margins'], 'マージン'),
-           ('選好の正解率（報酬で chosen が上回った割合）', ['rewards/accuracies'], '正解率'),
-           ('対数確率（chosen と rejected）', ['logps/chosen', 'logps/rejected'], 'log p（応答全体の和）'),
-           ('学習率', ['learning_rate'], '学習率'),
-           ('勾配ノルム', ['grad_norm'], 'ノルム'),
-           ('メモリ', 'mem/', 'GB')]
-_LABELS = {'loss': 'loss', 'rewards/chosen': 'chosen', 'rewards/rejected': 'rejected', 'rewards/margins': 'マージン',
-           'rewards/accuracies': '正解率', 'logps/chosen': 'chosen', 'logps/rejected': 'rejected', 'learning_rate': '学習率',
-           'grad_norm': '勾配ノルム', 'mem/gpu_allocated_gb': 'GPU 確保', 'mem/gpu_reserved_gb': 'GPU 予約',
-           'mem/gpu_peak_gb': 'GPU ピーク', 'mem/rss_gb': 'CPU（RSS）'}
+_PANELS = [('loss', ['loss'], 'loss'), ('rewards', ['rewards/chosen', 'rewards/rejected'], 'reward'),   # (題のコード, 指標, 縦軸のコード)
+           ('margins', ['rewards/margins'], 'margin'), ('accuracies', ['rewards/accuracies'], 'accuracy'),
+           ('logps', ['logps/chosen', 'logps/rejected'], 'logp'), ('lr', ['learning_rate'], 'lr'),
+           ('grad_norm', ['grad_norm'], 'norm'), ('memory', 'mem/', 'gb')]
+register_messages({f'hist.{k}': dict(ja=j, en=e) for k,j,e in [
+    ('title.loss', '損失（loss）', 'loss'), ('title.rewards', '暗黙の報酬（chosen と rejected）', 'implicit reward (chosen and rejected)'),
+    ('title.margins', '報酬マージン（chosen − rejected）', 'reward margin (chosen − rejected)'),
+    ('title.accuracies', '選好の正解率（報酬で chosen が上回った割合）', 'preference accuracy (share where chosen gets the higher reward)'),
+    ('title.logps', '対数確率（chosen と rejected）', 'log-probability (chosen and rejected)'), ('title.lr', '学習率', 'learning rate'),
+    ('title.grad_norm', '勾配ノルム', 'gradient norm'), ('title.memory', 'メモリ', 'memory'),
+    ('title.orpo_loss', '損失（loss と SFT の nll_loss）', 'loss (loss and the SFT nll_loss)'),
+    ('title.log_odds_chosen', 'オッズ比の対数（log_odds_chosen）', 'log odds ratio (log_odds_chosen)'),
+    ('title.log_odds_ratio', 'log σ(オッズ比)（log_odds_ratio）', 'log σ(odds ratio) (log_odds_ratio)'),
+    ('title.simpo_loss', '損失（loss と nll_loss）', 'loss (loss and nll_loss)'), ('title.kl', 'KL の推定（kl）', 'KL estimate (kl)'),
+    ('y.loss', 'loss', 'loss'), ('y.reward', '報酬', 'reward'), ('y.margin', 'マージン', 'margin'), ('y.accuracy', '正解率', 'accuracy'),
+    ('y.logp', 'log p（応答全体の和）', 'log p (sum over the answer)'), ('y.lr', '学習率', 'learning rate'), ('y.norm', 'ノルム', 'norm'),
+    ('y.gb', 'GB', 'GB'), ('y.log_odds', 'log オッズ', 'log odds'), ('y.log_sigma', 'log σ', 'log σ'), ('y.kl', 'KL', 'KL'),
+    ('train', '{lab}（学習）', '{lab} (train)'), ('eval', '{lab}（評価）', '{lab} (eval)'), ('absent', 'この記録にはありません', 'not in this record'),
+    ('ln2', 'ln 2（学習前の値）', 'ln 2 (value before training)'), ('chance', '0.5（当て推量）', '0.5 (chance)'), ('step', 'ステップ', 'step'),
+    ('title', '{method} 学習の記録（{last} ステップ、学習 {nt} 回・評価 {ne} 回の記録）', '{method} training record ({last} steps, {nt} training and {ne} evaluation logs)')]})
+_LABELS = {'loss': ('loss', 'loss'), 'rewards/chosen': ('chosen', 'chosen'), 'rewards/rejected': ('rejected', 'rejected'),
+           'rewards/margins': ('マージン', 'margin'), 'rewards/accuracies': ('正解率', 'accuracy'), 'logps/chosen': ('chosen', 'chosen'),
+           'logps/rejected': ('rejected', 'rejected'), 'learning_rate': ('学習率', 'learning rate'), 'grad_norm': ('勾配ノルム', 'gradient norm'),
+           'mem/gpu_allocated_gb': ('GPU 確保', 'GPU allocated'), 'mem/gpu_reserved_gb': ('GPU 予約', 'GPU reserved'),
+           'mem/gpu_peak_gb': ('GPU ピーク', 'GPU peak'), 'mem/rss_gb': ('CPU（RSS）', 'CPU (RSS)')}
+register_messages({f'hist.label.{k}': dict(ja=j, en=e) for k,(j,e) in _LABELS.items()})
 
 _RAW = ('learning_rate', 'mem/gpu_allocated_gb', 'mem/gpu_reserved_gb', 'mem/gpu_peak_gb', 'mem/rss_gb')  # ならさずに描く
 
 def _panel(ax, fr:HistoryFrames, title:str, keys, ylabel:str, smooth:float):
-    ax.set_title(title, fontsize=11); ax.set_ylabel(ylabel); ax.grid(alpha=0.3)
+    ax.set_title(msg(f'hist.title.{title}'), fontsize=11); ax.set_ylabel(msg(f'hist.y.{ylabel}')); ax.grid(alpha=0.3)
     src = fr.mem if isinstance(keys, str) else fr.train
     cols = sorted(c for c in src.columns if c.startswith(keys)) if isinstance(keys, str) else keys
     n = 0
     for i,k in enumerate(cols):
-        c, lab = f'C{i}', _LABELS.get(k, k)
+        c, lab = f'C{i}', msg(f'hist.label.{k}') if k in _LABELS else k
         s, e = (src[k].dropna() if k in src else []), (fr.eval[k].dropna() if not isinstance(keys, str) and k in fr.eval else [])
-        tl = f'{lab}（学習）' if len(e) else lab
+        tl = msg('hist.train', lab=lab) if len(e) else lab
         if len(s):
             if smooth and len(s) > 2 and k not in _RAW:
                 ax.plot(s.index, s.values, color=c, alpha=0.25, lw=1)
                 ax.plot(s.index, ema(s.values, smooth), color=c, lw=1.8, label=tl)
             else: ax.plot(s.index, s.values, color=c, lw=1.8, label=tl)
             n += 1
-        if len(e): ax.plot(e.index, e.values, 'o--', color=c, ms=4, lw=1, label=f'{lab}（評価）'); n += 1
+        if len(e): ax.plot(e.index, e.values, 'o--', color=c, ms=4, lw=1, label=msg('hist.eval', lab=lab)); n += 1
     if not n:
-        ax.text(0.5, 0.5, 'この記録にはありません', ha='center', va='center', transform=ax.transAxes, color='gray')
+        ax.text(0.5, 0.5, msg('hist.absent'), ha='center', va='center', transform=ax.transAxes, color='gray')
         return
-    if cols == ['loss'] and 'kl' not in src: ax.axhline(LN2, ls=':', color='gray', lw=1, label='ln 2（学習前の値）')
-    if cols == ['rewards/accuracies']: ax.axhline(0.5, ls=':', color='gray', lw=1, label='0.5（当て推量）'); ax.set_ylim(-0.05, 1.05)
+    if cols == ['loss'] and 'kl' not in src: ax.axhline(LN2, ls=':', color='gray', lw=1, label=msg('hist.ln2'))
+    if cols == ['rewards/accuracies']: ax.axhline(0.5, ls=':', color='gray', lw=1, label=msg('hist.chance')); ax.set_ylim(-0.05, 1.05)
     if cols == ['rewards/margins']: ax.axhline(0, ls=':', color='gray', lw=1)
     if cols == ['learning_rate']: ax.ticklabel_format(axis='y', style='sci', scilimits=(0, 0))
     if cols == ['grad_norm']:
@@ -276,10 +290,10 @@ def plot_history(history_or_dir,               # load_history が受け取れる
     fig = Figure(figsize=(12, 13))
     axs = fig.subplots(4, 2, sharex=True)  # 横軸（ステップ）を共有し、目盛りの数字は最下段だけに書く（描画が速くなる）
     for ax,(t,keys,yl) in zip(axs.ravel(), panels_for(fr)): _panel(ax, fr, t, keys, yl, smooth)
-    for ax in axs[-1]: ax.set_xlabel('ステップ'); ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in axs[-1]: ax.set_xlabel(msg('hist.step')); ax.xaxis.set_tick_params(labelbottom=True)
     fig.subplots_adjust(hspace=0.3, wspace=0.22, top=0.94, bottom=0.05, left=0.07, right=0.98)  # constrained layout の半分の時間で描ける
     last = int(fr.train.index.max()) if len(fr.train) else 0
-    fig.suptitle(title or f'{history_method(fr).upper()} 学習の記録（{last} ステップ、学習 {len(fr.train)} 回・評価 {len(fr.eval)} 回の記録）', fontsize=14)
+    fig.suptitle(title or msg('hist.title', method=history_method(fr).upper(), last=last, nt=len(fr.train), ne=len(fr.eval)), fontsize=14)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         fig.savefig(Path(out_dir)/fname, dpi=100)
@@ -293,10 +307,10 @@ def history_method(fr:HistoryFrames # `history_frames` の結果
     return 'orpo' if 'log_odds_ratio' in cols else 'kto' if 'kl' in cols else 'simpo' if 'nll_loss' in cols else 'dpo'
 
 _METHOD_PANELS = dict(   # 手法ごとに差し替えるグラフ（位置 → 題・指標・縦軸）
-    orpo={0: ('損失（loss と SFT の nll_loss）', ['loss', 'nll_loss'], 'loss'), 1: ('オッズ比の対数（log_odds_chosen）', ['log_odds_chosen'], 'log オッズ'),
-          2: ('log σ(オッズ比)（log_odds_ratio）', ['log_odds_ratio'], 'log σ')},
-    simpo={0: ('損失（loss と nll_loss）', ['loss', 'nll_loss'], 'loss')},
-    kto={3: ('KL の推定（kl）', ['kl'], 'KL')})
+    orpo={0: ('orpo_loss', ['loss', 'nll_loss'], 'loss'), 1: ('log_odds_chosen', ['log_odds_chosen'], 'log_odds'),
+          2: ('log_odds_ratio', ['log_odds_ratio'], 'log_sigma')},
+    simpo={0: ('simpo_loss', ['loss', 'nll_loss'], 'loss')},
+    kto={3: ('kl', ['kl'], 'kl')})
 
 def panels_for(fr:HistoryFrames) -> list:
     "記録の手法に合わせたグラフの並び（DPO なら `_PANELS` のまま）"
@@ -357,6 +371,8 @@ register_messages({
 
 # %% ../nbs/04a_history.ipynb #7a97cc9e
 _LEVELS = {'error': ('エラー', 'error'), 'warning': ('警告', 'warning'), 'info': ('情報', 'info')}
+register_messages({f'hist.level.{k}': dict(ja=j, en=e) for k,(j,e) in _LEVELS.items()})
+register_messages({'hist.no_problems': dict(ja='問題のしるしは見つかりませんでした。', en='No sign of a problem was found.')})
 
 def _py(v):
     "numpy の数値などを JSON にできる Python の値にする"
@@ -372,7 +388,7 @@ class Note:
     @property
     def message(self) -> str: return msg(self.code, **self.values)
     @property
-    def label(self) -> str: return _LEVELS[self.level][0 if lang() == 'ja' else 1]
+    def label(self) -> str: return msg(f'hist.level.{self.level}')
     def __str__(self): return f"[{self.label}] {self.message} ({self.code})"
     def to_dict(self) -> dict: return dict(code=self.code, level=self.level, message=self.message, values=self.values)
 
@@ -382,9 +398,9 @@ class Notes(list):
     def codes(self) -> list[str]: return [n.code for n in self]
     def problems(self) -> Notes: return Notes(n for n in self if n.level != 'info')
     def _repr_markdown_(self):
-        if not self: return '問題のしるしは見つかりませんでした。'
+        if not self: return msg('hist.no_problems')
         return '\n'.join(f"- **{n.label}** `{n.code}`: {n.message}" for n in self)
-    def __str__(self): return '\n'.join(map(str, self)) or '問題のしるしは見つかりませんでした。'
+    def __str__(self): return '\n'.join(map(str, self)) or msg('hist.no_problems')
 
 # %% ../nbs/04a_history.ipynb #53f520e0
 _WATCH = ('loss', 'grad_norm', 'rewards/chosen', 'rewards/rejected', 'rewards/margins', 'logps/chosen', 'logps/rejected', 'eval_loss')

@@ -378,6 +378,10 @@ class Attempt:
     _kw: dict = field(default_factory=dict, repr=False)
     def line(self, i:int) -> str: return f"{i}. {self.model}: " + ('OK' if self.ok else f"[{self.reason}] {self.fix}")
 
+register_messages({'load.md_head': dict(ja='**{model}**（{q}、{p}、{gb:.2f} GB）', en='**{model}** ({q}, {p}, {gb:.2f} GB)'),
+                   'load.md_no_quant': dict(ja='量子化なし', en='no quantization'),
+                   'load.md_table': dict(ja='| # | 候補 | 結果 | 理由と直し方 | 秒 |', en='| # | candidate | result | reason and fix | s |')})
+
 @dataclass
 class LoadReport:
     "load_model の記録: 使ったモデル、試した候補と理由、量子化・精度・メモリ"
@@ -392,8 +396,8 @@ class LoadReport:
         d['attempts'] = [dict(model=a.model, ok=a.ok, reason=a.reason, fix=a.fix, detail=a.detail, seconds=a.seconds) for a in self.attempts]
         return d
     def _repr_markdown_(self):
-        rows = [f"**{self.model}**（{self.quantization or '量子化なし'}、{self.precision}、{self.memory_gb or 0:.2f} GB）", '',
-                '| # | 候補 | 結果 | 理由と直し方 | 秒 |', '|---|---|---|---|---|']
+        rows = [msg('load.md_head', model=self.model, q=self.quantization or msg('load.md_no_quant'), p=self.precision, gb=self.memory_gb or 0), '',
+                msg('load.md_table'), '|---|---|---|---|---|']
         rows += [f"| {i} | {a.model} | {'✅' if a.ok else '❌ ' + a.reason} | {a.fix} | {a.seconds:.1f} |" for i,a in enumerate(self.attempts, 1)]
         return '\n'.join(rows)
 

@@ -116,8 +116,27 @@ def estimate_memory(shape:ModelShape, # `model_shape` の結果
     return d
 
 # %% ../nbs/03b_memory.ipynb #b51dd025
-_LABELS = dict(weights='重み', lora='LoRA（重み・勾配・オプティマイザー）', activations='活性化', attention='注意（L²）', logits='ロジット（fp32）',
-               ref_forward='参照の順伝播', overhead='余白（ワークスペース・断片化）')
+register_messages({f'mem.label.{k}': dict(ja=j, en=e) for k,j,e in [
+    ('weights', '重み', 'weights'), ('lora', 'LoRA（重み・勾配・オプティマイザー）', 'LoRA (weights, grads, optimizer)'),
+    ('activations', '活性化', 'activations'), ('attention', '注意（L²）', 'attention (L²)'), ('logits', 'ロジット（fp32）', 'logits (fp32)'),
+    ('ref_forward', '参照の順伝播', 'reference forward'), ('overhead', '余白（ワークスペース・断片化）', 'overhead (workspace, fragmentation)'),
+    ('kl_batch', 'KL 用の順伝播', 'KL forward')]})
+register_messages({
+    'mem.fits': dict(ja='上限 {budget:.1f} GB に収まります', en='fits the {budget:.1f} GB budget'),
+    'mem.no_fit': dict(ja='上限 {budget:.1f} GB に収まりません', en='does not fit the {budget:.1f} GB budget'),
+    'mem.no_gpu': dict(ja='GPU なし（見積もりのみ）', en='no GPU (estimate only)'),
+    'mem.per_proc': dict(ja=' × {n} プロセス', en=' × {n} processes'),
+    'mem.per_gpu': dict(ja='（1 GPU あたり）', en=' (per GPU)'),
+    'mem.yes': dict(ja='あり', en='on'), 'mem.no': dict(ja='なし', en='off'),
+    'mem.repr_head': dict(ja='メモリ計画{per_gpu}: マイクロバッチ {micro} × 勾配蓄積 {accum}{per}（実効バッチ {eff}）、系列長 {seq}、'
+                             '勾配チェックポイント {gc}、参照の事前計算 {pre}',
+                          en='Memory plan{per_gpu}: micro-batch {micro} × grad accumulation {accum}{per} (effective batch {eff}), '
+                             'sequence length {seq}, gradient checkpointing {gc}, reference precompute {pre}'),
+    'mem.repr_peak': dict(ja='  推定ピーク {peak:.2f} GB — {lim}', en='  estimated peak {peak:.2f} GB — {lim}'),
+    'mem.repr_breakdown': dict(ja='  内訳: {items}', en='  breakdown: {items}'),
+    'mem.repr_dp': dict(ja='{n} プロセスのデータ並列なので、上の実効バッチはプロセスあたり {per}、全体で {eff} です',
+                        en='{n}-process data parallel: the effective batch above is {per} per process, {eff} in total'),
+    'mem.sep': dict(ja='、', en=', '), 'mem.bullet': dict(ja='  ・{r}', en='  - {r}')})
 
 @dataclass
 class MemoryPlan:
@@ -144,17 +163,37 @@ class MemoryPlan:
                     gradient_checkpointing=self.gradient_checkpointing, precompute_ref_log_probs=self.precompute_ref_log_probs)
 
     def __repr__(self):
-        lim = f'上限 {self.budget_gb:.1f} GB に' + ('収まります' if self.fits else '収まりません') if self.budget_gb else 'GPU なし（見積もりのみ）'
-        per = f' × {self.world_size} プロセス' if self.world_size > 1 else ''
-        lines = [f'メモリ計画{"（1 GPU あたり）" if per else ""}: マイクロバッチ {self.micro_batch} × 勾配蓄積 {self.grad_accum}{per}（実効バッチ {self.effective_batch}）、'
-                 f'系列長 {self.seq_len}、勾配チェックポイント {"あり" if self.gradient_checkpointing else "なし"}、'
-                 f'参照の事前計算 {"あり" if self.precompute_ref_log_probs else "なし"}',
-                 f'  推定ピーク {self.peak_gb:.2f} GB — {lim}',
-                 '  内訳: ' + '、'.join(f'{_LABELS.get(k, k)} {v:.2f}' for k,v in self.breakdown.items())]
-        dp = [f'{self.world_size} プロセスのデータ並列なので、上の実効バッチはプロセスあたり {self.micro_batch*self.grad_accum}、全体で {self.effective_batch} です'] if per else []
-        return '\n'.join(lines + [f'  ・{r}' for r in self.reasons + dp])
+        lim = msg('mem.fits' if self.fits else 'mem.no_fit', budget=self.budget_gb) if self.budget_gb else msg('mem.no_gpu')
+        per = msg('mem.per_proc', n=self.world_size) if self.world_size > 1 else ''
+        yn = lambda b: msg('mem.yes' if b else 'mem.no')
+        lines = [msg('mem.repr_head', per_gpu=msg('mem.per_gpu') if per else '', micro=self.micro_batch, accum=self.grad_accum, per=per,
+                     eff=self.effective_batch, seq=self.seq_len, gc=yn(self.gradient_checkpointing), pre=yn(self.precompute_ref_log_probs)),
+                 msg('mem.repr_peak', peak=self.peak_gb, lim=lim),
+                 msg('mem.repr_breakdown', items=msg('mem.sep').join(f'{msg("mem.label."+k)} {v:.2f}' for k,v in self.breakdown.items()))]
+        dp = [msg('mem.repr_dp', n=self.world_size, per=self.micro_batch*self.grad_accum, eff=self.effective_batch)] if per else []
+        return '\n'.join(lines + [msg('mem.bullet', r=r) for r in self.reasons + dp])
 
 # %% ../nbs/03b_memory.ipynb #a7e3b1c2
+register_messages({
+    'mem.r_longest': dict(ja='データの最長ペアは {longest} トークンなので、系列長 {L} で見積もりました（max_length {max_length}）',
+                          en='The longest pair in the data has {longest} tokens, so the estimate uses sequence length {L} (max_length {max_length})'),
+    'mem.r_fused': dict(ja='インストール済みの TRL は融合 LM ヘッドでロジット全体を作らないので、ロジットと参照の順伝播は見積もりに入れません（実測でピークに現れない）',
+                        en='The installed TRL uses a fused LM head and never builds the full logits, so logits and the reference forward are not counted (they do not show in the measured peak)'),
+    'mem.r_no_gpu': dict(ja='GPU がないので、指定の設定のまま見積もりだけを示します', en='No GPU: the requested settings are kept and only estimated'),
+    'mem.r_gc_on': dict(ja='勾配チェックポイントなしではマイクロバッチ 1 でも {peak:.1f} GB なので有効にしました',
+                        en='Without gradient checkpointing even micro-batch 1 needs {peak:.1f} GB, so it was turned on'),
+    'mem.r_even_pre': dict(ja='参照を事前計算しても', en=' even with the reference precomputed'),
+    'mem.r_smaller': dict(ja='マイクロバッチ {big} だと{how}推定 {over:.1f} GB で上限 {budget:.1f} GB を超えるため {m} にしました',
+                          en='Micro-batch {big}{how} is estimated at {over:.1f} GB, over the {budget:.1f} GB budget, so {m} was chosen'),
+    'mem.r_fits': dict(ja='マイクロバッチ {m} で上限 {budget:.1f} GB に収まります', en='Micro-batch {m} fits the {budget:.1f} GB budget'),
+    'mem.r_accum': dict(ja='勾配蓄積を {accum} にして、実効バッチ {eff} を保ちます', en='Gradient accumulation set to {accum} to keep the effective batch at {eff}'),
+    'mem.r_pre': dict(ja='参照モデルの log-prob を学習前に計算し、学習中の参照の順伝播（{gb:.2f} GB）を省きます',
+                      en='Reference log-probs are computed before training, saving the reference forward pass ({gb:.2f} GB) during training'),
+    'mem.r_no_pre': dict(ja='参照の log-prob は学習中に計算します（収まるので、事前計算の待ち時間を省きます）',
+                         en='Reference log-probs are computed during training (it fits, so the precompute wait is skipped)'),
+    'mem.gpu_peak': dict(ja='GPU ピーク {peak:.2f} GB（予約 {reserved:.2f} GB）', en='GPU peak {peak:.2f} GB (reserved {reserved:.2f} GB)'),
+    'mem.gpu_none': dict(ja='GPU なし', en='no GPU'),
+    'mem.summary': dict(ja='メモリ: {g}、RSS 最大 {rss:.2f} GB', en='Memory: {g}, max RSS {rss:.2f} GB')})
 register_messages({'train.plan_no_reference': dict(
     ja='{method} は参照モデルを使わないので、参照の順伝播と事前計算は見積もりに入れません',
     en='{method} has no reference model, so no reference forward pass or precomputation is counted'),
@@ -189,8 +228,8 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
     L = min(max_length, longest) if longest else max_length
     E = micro_batch * grad_accum
     reasons = []
-    if longest and longest < max_length: reasons.append(f'データの最長ペアは {longest} トークンなので、系列長 {L} で見積もりました（max_length {max_length}）')
-    if fused: reasons.append('インストール済みの TRL は融合 LM ヘッドでロジット全体を作らないので、ロジットと参照の順伝播は見積もりに入れません（実測でピークに現れない）')
+    if longest and longest < max_length: reasons.append(msg('mem.r_longest', longest=longest, L=L, max_length=max_length))
+    if fused: reasons.append(msg('mem.r_fused'))
     vram = _free_vram_gb() if vram_gb is None else vram_gb
     est = lambda m, gc, pre: estimate_memory(shape, seq_len=L, micro_batch=m, quantization=quantization, precision=precision,
                                              lora_r=lora_r, lora_targets=lora_targets, optim=optim, gradient_checkpointing=gc,
@@ -199,7 +238,7 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
         b = est(m, gc, pre)
         return MemoryPlan(m, E//m, gc, pre, L, sum(b.values())/GB, budget, fits, {k: v/GB for k,v in b.items()}, reasons, fused)
     if vram is None:
-        reasons.append('GPU がないので、指定の設定のまま見積もりだけを示します')
+        reasons.append(msg('mem.r_no_gpu'))
         return mk(micro_batch, gradient_checkpointing, bool(precompute_ref_log_probs), None, None)
     budget = vram * (1 - margin)
     pres = [False] if method in ('orpo', 'simpo') else [False, True] if precompute_ref_log_probs is None else [precompute_ref_log_probs]
@@ -211,17 +250,17 @@ def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞
                 p = mk(m, gc, pre, budget, True)
                 if p.peak_gb > budget: continue
                 if gc and not gradient_checkpointing:
-                    reasons.append(f'勾配チェックポイントなしではマイクロバッチ 1 でも {mk(1, False, pres[-1], budget, False).peak_gb:.1f} GB なので有効にしました')
+                    reasons.append(msg('mem.r_gc_on', peak=mk(1, False, pres[-1], budget, False).peak_gb))
                 bigger = [o for o in micros if o > m]
                 if bigger:
                     over = mk(bigger[-1], gc, pres[-1], budget, False).peak_gb
-                    how = '参照を事前計算しても' if pres[-1] else ''
-                    reasons.append(f'マイクロバッチ {bigger[-1]} だと{how}推定 {over:.1f} GB で上限 {budget:.1f} GB を超えるため {m} にしました')
-                else: reasons.append(f'マイクロバッチ {m} で上限 {budget:.1f} GB に収まります')
-                if m != micro_batch: reasons.append(f'勾配蓄積を {E//m} にして、実効バッチ {E} を保ちます')
+                    how = msg('mem.r_even_pre') if pres[-1] else ''
+                    reasons.append(msg('mem.r_smaller', big=bigger[-1], how=how, over=over, budget=budget, m=m))
+                else: reasons.append(msg('mem.r_fits', m=m, budget=budget))
+                if m != micro_batch: reasons.append(msg('mem.r_accum', accum=E//m, eff=E))
                 if pre and precompute_ref_log_probs is None:
-                    reasons.append(f'参照モデルの log-prob を学習前に計算し、学習中の参照の順伝播（{p.breakdown["logits"]:.2f} GB）を省きます')
-                elif not pre: reasons.append('参照の log-prob は学習中に計算します（収まるので、事前計算の待ち時間を省きます）')
+                    reasons.append(msg('mem.r_pre', gb=p.breakdown['logits']))
+                elif not pre: reasons.append(msg('mem.r_no_pre'))
                 return p
     p = mk(micros[-1] if micros else 1, True, pres[-1], budget, False)
     grow = p.breakdown['activations'] + p.breakdown['attention'] + p.breakdown['logits']   # 系列長とともに増える分（L² の項もおおまかに比例で）
@@ -299,7 +338,7 @@ class MemoryMonitorCallback(_Callback):
         if logs is not None: logs.update(snap)
     def on_train_end(self, args, state, control, **kw):
         self.snapshot()
-        g = (f"GPU ピーク {self.peak['gpu_peak']:.2f} GB（予約 {self.peak['gpu_reserved']:.2f} GB）" if self.peak['gpu_reserved']
-             else 'GPU なし')
-        self.summary = f"メモリ: {g}、RSS 最大 {self.peak['rss']:.2f} GB"
+        g = (msg('mem.gpu_peak', peak=self.peak['gpu_peak'], reserved=self.peak['gpu_reserved']) if self.peak['gpu_reserved']
+             else msg('mem.gpu_none'))
+        self.summary = msg('mem.summary', g=g, rss=self.peak['rss'])
         if self.verbose and getattr(state, 'is_world_process_zero', True): print(self.summary)

@@ -94,6 +94,20 @@ def _check_names(r):
             near = difflib.get_close_matches(str(getattr(r, k)), sorted(names[k]), n=3, cutoff=0.4) or sorted(names[k])[:6]
             raise ConfigError('train.unknown_name', field=k, value=getattr(r, k), version=names['version'], choices=near)
 
+register_messages({f'recipe.h.{k}': dict(ja=j, en=e) for k,j,e in [   # train.bad_value の {expected}
+    ('not_none', 'None にはできません', 'It cannot be None'), ('bool', 'true か false を指定してください', 'Use true or false'),
+    ('floats', '数値のリストを指定してください', 'Use a list of numbers'), ('strs', '文字列のリストを指定してください', 'Use a list of strings'),
+    ('int', '整数を指定してください', 'Use an integer'), ('float', '数値を指定してください', 'Use a number'), ('type', '型 {tp} の値を指定してください', 'Use a value of type {tp}'),
+    ('one_of', '{ch} のどれかにしてください', 'Use one of {ch}'), ('same_n', 'loss_type（{lt}）と同じ数にしてください', 'Give as many as loss_type ({lt})'),
+    ('positive', '正の値にしてください', 'Use a positive value'), ('beta', 'β は正の値にしてください（よく使うのは 0.05〜0.5）', 'β must be positive (0.05–0.5 is common)'),
+    ('lt_max', 'max_length（{L}）より小さくしてください', 'Make it smaller than max_length ({L})'), ('unit', '0 以上 1 未満にしてください', 'Use a value in [0, 1)'),
+    ('margin', '0 以上 0.9 未満にしてください', 'Use a value in [0, 0.9)'), ('pos_none', '正の値か None にしてください', 'Use a positive value or None'),
+    ('max_steps', '正の値か -1（エポック数で決める）にしてください', 'Use a positive value or -1 (set by the epochs)'),
+    ('ge0', '0 以上にしてください', 'Use 0 or more'), ('ge0_none', '0 以上か None にしてください', 'Use 0 or more, or None'),
+    ('models', '少なくとも 1 つのモデルを指定してください', 'Give at least one model'),
+    ('did_you_mean', 'もしかして {near!r} ですか？', 'Did you mean {near!r}?'), ('check_name', '項目名を確認してください', 'Check the field name'),
+    ('not_dict', 'トップレベルが辞書ではありません', 'the top level is not a mapping')]})
+
 def _bad(name, value, expected): return ConfigError('train.bad_value', field=name, value=value, expected=expected)
 
 def _coerce(name:str, value, tp):
@@ -102,36 +116,36 @@ def _coerce(name:str, value, tp):
     kinds = {t.strip() for t in tp.split('|')}
     if value is None:
         if 'None' in kinds: return None
-        raise _bad(name, value, 'None にはできません')
+        raise _bad(name, value, msg('recipe.h.not_none'))
     if 'bool' in kinds:
         if isinstance(value, bool): return value
         if isinstance(value, str) and value.lower() in ('true','false','yes','no','1','0'): return value.lower() in ('true','yes','1')
-        raise _bad(name, value, 'true か false を指定してください')
+        raise _bad(name, value, msg('recipe.h.bool'))
     if 'list[float]' in kinds:
         vs = value.split(',') if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
         try:
             if not any(isinstance(v, bool) for v in vs): return [float(v) for v in vs]
         except (TypeError, ValueError): pass
-        raise _bad(name, value, '数値のリストを指定してください')
+        raise _bad(name, value, msg('recipe.h.floats'))
     if 'list[str]' in kinds:
         if isinstance(value, str): return value if 'str' in kinds else [value]
         if isinstance(value, (list, tuple)) and all(isinstance(o, str) for o in value): return list(value)
-        if 'str' not in kinds: raise _bad(name, value, '文字列のリストを指定してください')
+        if 'str' not in kinds: raise _bad(name, value, msg('recipe.h.strs'))
     if 'int' in kinds and not isinstance(value, bool):
         if isinstance(value, int): return value
         if isinstance(value, float) and value.is_integer(): return int(value)
         if isinstance(value, str):
             try: return int(value)
             except ValueError: pass
-        if 'float' not in kinds and 'str' not in kinds: raise _bad(name, value, '整数を指定してください')
+        if 'float' not in kinds and 'str' not in kinds: raise _bad(name, value, msg('recipe.h.int'))
     if 'float' in kinds and not isinstance(value, bool):
         if isinstance(value, (int, float)): return float(value)
         if isinstance(value, str):
             try: return float(value)
             except ValueError: pass
-        if 'str' not in kinds: raise _bad(name, value, '数値を指定してください')
+        if 'str' not in kinds: raise _bad(name, value, msg('recipe.h.float'))
     if 'str' in kinds and isinstance(value, (str, Path)): return str(value)
-    raise _bad(name, value, f'型 {tp} の値を指定してください')
+    raise _bad(name, value, msg('recipe.h.type', tp=tp))
 
 # %% ../nbs/03a_recipe.ipynb #b066e105
 @dataclass
@@ -194,28 +208,28 @@ class DPORecipe:
         _check_finite(self)   # NaN は下の大小の比較をすり抜けるので先に
         for k,ch in _CHOICES.items():
             v = getattr(self, k)
-            if any(x not in ch for x in (v if isinstance(v, list) else [v])) or v == []: raise _bad(k, v, f'{[c for c in ch]} のどれかにしてください')
+            if any(x not in ch for x in (v if isinstance(v, list) else [v])) or v == []: raise _bad(k, v, msg('recipe.h.one_of', ch=[c for c in ch]))
         if self.loss_weights is not None and len(self.loss_weights) != (len(self.loss_type) if isinstance(self.loss_type, list) else 1):
-            raise _bad('loss_weights', self.loss_weights, f'loss_type（{self.loss_type}）と同じ数にしてください')
+            raise _bad('loss_weights', self.loss_weights, msg('recipe.h.same_n', lt=self.loss_type))
         pos = ['lora_r','lora_alpha','learning_rate','max_length','max_prompt_length','per_device_train_batch_size',
                'gradient_accumulation_steps','logging_steps','save_steps','num_train_epochs','preflight_rows']
         for k in pos:
-            if getattr(self, k) <= 0: raise _bad(k, getattr(self, k), '正の値にしてください')
-        if self.beta <= 0: raise _bad('beta', self.beta, 'β は正の値にしてください（よく使うのは 0.05〜0.5）')
+            if getattr(self, k) <= 0: raise _bad(k, getattr(self, k), msg('recipe.h.positive'))
+        if self.beta <= 0: raise _bad('beta', self.beta, msg('recipe.h.beta'))
         if self.max_prompt_length >= self.max_length:
-            raise _bad('max_prompt_length', self.max_prompt_length, f'max_length（{self.max_length}）より小さくしてください')
-        if not 0 <= self.lora_dropout < 1: raise _bad('lora_dropout', self.lora_dropout, '0 以上 1 未満にしてください')
-        if not 0 <= self.eval_ratio < 1: raise _bad('eval_ratio', self.eval_ratio, '0 以上 1 未満にしてください')
-        if not 0 <= self.warmup_ratio < 1: raise _bad('warmup_ratio', self.warmup_ratio, '0 以上 1 未満にしてください')
-        if not 0 <= self.vram_margin < 0.9: raise _bad('vram_margin', self.vram_margin, '0 以上 0.9 未満にしてください')
+            raise _bad('max_prompt_length', self.max_prompt_length, msg('recipe.h.lt_max', L=self.max_length))
+        if not 0 <= self.lora_dropout < 1: raise _bad('lora_dropout', self.lora_dropout, msg('recipe.h.unit'))
+        if not 0 <= self.eval_ratio < 1: raise _bad('eval_ratio', self.eval_ratio, msg('recipe.h.unit'))
+        if not 0 <= self.warmup_ratio < 1: raise _bad('warmup_ratio', self.warmup_ratio, msg('recipe.h.unit'))
+        if not 0 <= self.vram_margin < 0.9: raise _bad('vram_margin', self.vram_margin, msg('recipe.h.margin'))
         for k in ('max_rows','eval_steps','save_total_limit','vram_gb'):
             v = getattr(self, k)
-            if v is not None and v <= 0: raise _bad(k, v, '正の値か None にしてください')
-        if self.max_steps == 0 or self.max_steps < -1: raise _bad('max_steps', self.max_steps, '正の値か -1（エポック数で決める）にしてください')
+            if v is not None and v <= 0: raise _bad(k, v, msg('recipe.h.pos_none'))
+        if self.max_steps == 0 or self.max_steps < -1: raise _bad('max_steps', self.max_steps, msg('recipe.h.max_steps'))
         for k in ('oom_retries','preflight_steps'):
-            if getattr(self, k) < 0: raise _bad(k, getattr(self, k), '0 以上にしてください')
-        if self.rpo_alpha is not None and self.rpo_alpha < 0: raise _bad('rpo_alpha', self.rpo_alpha, '0 以上か None にしてください')
-        if self.models is not None and not self.models: raise _bad('models', self.models, '少なくとも 1 つのモデルを指定してください')
+            if getattr(self, k) < 0: raise _bad(k, getattr(self, k), msg('recipe.h.ge0'))
+        if self.rpo_alpha is not None and self.rpo_alpha < 0: raise _bad('rpo_alpha', self.rpo_alpha, msg('recipe.h.ge0_none'))
+        if self.models is not None and not self.models: raise _bad('models', self.models, msg('recipe.h.models'))
         _check_names(self)   # 最後に（transformers を読み込むので、ほかの誤りはその前に止める）
 
 # %% ../nbs/03a_recipe.ipynb #38908dc8
@@ -225,7 +239,7 @@ def _check_keys(d:dict, file=None):
     for k in d:
         if k not in _field_names():
             near = difflib.get_close_matches(k, _field_names(), n=1)
-            hint = (f'もしかして {near[0]!r} ですか？' if near else '項目名を確認してください')
+            hint = msg('recipe.h.did_you_mean', near=near[0]) if near else msg('recipe.h.check_name')
             raise ConfigError('train.unknown_field', field=k, file=file, hint=hint)
 
 def _read_config(path:str|Path) -> dict:
@@ -239,7 +253,7 @@ def _read_config(path:str|Path) -> dict:
             d = yaml.safe_load(text)
     except Exception as e: raise ConfigError('train.config_parse', file=str(p), reason=f'{type(e).__name__}: {e}'.splitlines()[0]) from None
     if d is None: d = {}
-    if not isinstance(d, dict): raise ConfigError('train.config_parse', file=str(p), reason='トップレベルが辞書ではありません')
+    if not isinstance(d, dict): raise ConfigError('train.config_parse', file=str(p), reason=msg('recipe.h.not_dict'))
     return d
 
 @patch

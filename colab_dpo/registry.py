@@ -48,6 +48,8 @@ register_messages({
 })
 
 # %% ../nbs/02c_datasets.ipynb #42b940d8
+register_messages({'registry.pick': dict(ja='{ja}', en='{en}')})   # データに並べた日本語・英語の組から、表示言語の方を選ぶ
+
 @dataclass(frozen=True)
 class DatasetEntry:
     "登録簿の 1 データセット分の事実（出典つき。確かめられなかった項目は unverified に）"
@@ -75,7 +77,7 @@ class DatasetEntry:
     @property
     def url(self) -> str: return f'https://huggingface.co/datasets/{self.id}'
     @property
-    def desc(self) -> str: return (self.description, self.description_en)[lang()!='ja']
+    def desc(self) -> str: return msg('registry.pick', ja=self.description, en=self.description_en)
 
 # %% ../nbs/02c_datasets.ipynb #7b0d26e6
 @patch
@@ -164,7 +166,7 @@ def excluded_reason(name:str # データセット名
     "除外したデータセット（AnswerCarefully 由来も含む）なら理由を返す"
     key = next((k for k in EXCLUDED if k.lower() == str(name).lower()), None)
     if key is None: key = next((v for p,v in _EXCLUDED_PATTERNS.items() if p.search(str(name))), None)
-    return EXCLUDED[key][lang()!='ja'] if key else None
+    return msg('registry.pick', ja=EXCLUDED[key][0], en=EXCLUDED[key][1]) if key else None
 
 # %% ../nbs/02c_datasets.ipynb #c82b4dfc
 def find_dataset(name:str # 短い名前か Hugging Face の ID（大文字小文字は区別しない）
@@ -192,7 +194,7 @@ def list_datasets(excluded:bool=False # True なら除外したデータセッ�
                  ):                   # pandas の DataFrame
     "登録した日本語の選好データセットの一覧（名前、ID、行数、ライセンス、商用・継承・ゲート、形式、未確認の項目、説明）"
     import pandas as pd
-    if excluded: return pd.DataFrame([[k, v[lang()!='ja']] for k,v in EXCLUDED.items()], columns=msg('registry.excluded_header').split('|'))
+    if excluded: return pd.DataFrame([[k, msg('registry.pick', ja=v[0], en=v[1])] for k,v in EXCLUDED.items()], columns=msg('registry.excluded_header').split('|'))
     df = pd.DataFrame([_row(e) for e in DATASETS.values()], columns=msg('registry.table_header').split('|'))
     df['description'] = [e.desc for e in DATASETS.values()]
     return df
@@ -208,7 +210,7 @@ def datasets_markdown(excluded:bool=True # 除外したデータセットの表�
     out += ['| ' + ' | '.join(_md_cell(x) for x in [f'`{r[0]}`', f'[{r[1]}]({e.url})', *r[2:]]) + ' |' for e in DATASETS.values() for r in [_row(e)]]
     if excluded:
         eh = msg('registry.excluded_header').split('|')
-        out += ['', '| ' + ' | '.join(eh) + ' |', '|---|---|'] + [f'| {k} | {_md_cell(v[lang()!="ja"])} |' for k,v in EXCLUDED.items()]
+        out += ['', '| ' + ' | '.join(eh) + ' |', '|---|---|'] + [f"| {k} | {_md_cell(msg('registry.pick', ja=v[0], en=v[1]))} |" for k,v in EXCLUDED.items()]
     return '\n'.join(out)
 
 # %% ../nbs/02c_datasets.ipynb #de3e506d
@@ -348,7 +350,7 @@ def datasets_table() -> str:
     rows = [msg('registry.table_header').split('|')] + [_row(e) for e in DATASETS.values()]
     w = [max(_width(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     fmt = lambda r: '  '.join(str(x) + ' '*(w[i]-_width(str(x))) for i,x in enumerate(r)).rstrip()
-    ex = [f'{k}: {v[lang()!="ja"]}' for k,v in EXCLUDED.items()]
+    ex = [f"{k}: {msg('registry.pick', ja=v[0], en=v[1])}" for k,v in EXCLUDED.items()]
     return '\n'.join([fmt(rows[0]), '  '.join('-'*x for x in w)] + [fmt(r) for r in rows[1:]] + ['', msg('registry.excluded_header').split('|')[0] + ':'] + ex)
 
 @call_parse

@@ -205,6 +205,18 @@ def _rows(data) -> list[dict]:
             if k not in r: raise DataFormatError('eval.missing_field', field=k, row=i+1)
     return rows
 
+register_messages({f'eval.pe.{k}': dict(ja=j, en=e) for k,j,e in [
+    ('repr', 'PreferenceEval({n} 組, β={beta:g}, 正解率 {acc:.1%}, マージン {m:+.4f})', 'PreferenceEval({n} pairs, β={beta:g}, accuracy {acc:.1%}, margin {m:+.4f})'),
+    ('head', '| 指標 | 学習前（アダプター無効） | 学習後 |', '| metric | before (adapter off) | after |'),
+    ('acc', 'chosen を選ぶ割合（log-prob の和）', 'picks chosen (sum of log-probs)'), ('acc_tok', 'chosen を選ぶ割合（1 トークンあたり）', 'picks chosen (per token)'),
+    ('margin', '平均の log-prob 差（chosen − rejected）', 'mean log-prob gap (chosen − rejected)'),
+    ('lc', 'chosen の平均 log-prob', 'mean log-prob of chosen'), ('lr', 'rejected の平均 log-prob', 'mean log-prob of rejected'),
+    ('text', '保留データ {n} 組、β = {beta:g}。**選好の正解率（暗黙の報酬）{acc:.1%}**、平均マージン {m:+.4f}（chosen {rc:+.4f}、rejected {rr:+.4f}）。'
+             'log-prob の変化: chosen {sc:+.3f}、rejected {sr:+.3f}。',
+     '{n} held-out pairs, β = {beta:g}. **Preference accuracy (implicit reward) {acc:.1%}**, mean margin {m:+.4f} (chosen {rc:+.4f}, rejected {rr:+.4f}). '
+     'Log-prob change: chosen {sc:+.3f}, rejected {sr:+.3f}.'),
+    ('skipped', 'プロンプトだけで max_length に達する、または応答が空', 'the prompt alone reaches max_length, or an answer is empty')]})
+
 def _pair_seqs(tok, rows:list[dict], max_length:int|None=None) -> tuple[list, list, list[int]]:
     "ペアを (prompt, chosen) と (prompt, rejected) の系列にする。max_length を超える分は応答の末尾を切る（TRL の keep_start）"
     ch, rj, kept = [], [], []
@@ -213,7 +225,7 @@ def _pair_seqs(tok, rows:list[dict], max_length:int|None=None) -> tuple[list, li
         if max_length: c, r = c[:max(0, max_length - len(p))], r[:max(0, max_length - len(p))]
         if not c or not r: continue
         ch.append((p, c)); rj.append((p, r)); kept.append(i)
-    if len(kept) < len(rows): warn('eval.skipped_pairs', n=len(rows) - len(kept), reason='プロンプトだけで max_length に達する、または応答が空')
+    if len(kept) < len(rows): warn('eval.skipped_pairs', n=len(rows) - len(kept), reason=msg('eval.pe.skipped'))
     return ch, rj, kept
 
 def pair_logps(model,                  # 因果言語モデル（アダプターの状態はそのまま使う）
@@ -261,7 +273,7 @@ class PreferenceEval:
 
     def __repr__(self):
         s = self.summary
-        return f"PreferenceEval({s['n']} 組, β={s['beta']:g}, 正解率 {s['reward_accuracy']:.1%}, マージン {s['reward_margin']:+.4f})"
+        return msg('eval.pe.repr', n=s['n'], beta=s['beta'], acc=s['reward_accuracy'], m=s['reward_margin'])
 
     def _side(self, c, r) -> dict:
         pc = [x/n for x,n in zip(c, self.chosen_tokens)]; pr = [x/n for x,n in zip(r, self.rejected_tokens)]
@@ -285,15 +297,15 @@ class PreferenceEval:
                                              self.chosen_tokens, self.rejected_tokens)])
     def _repr_markdown_(self) -> str:
         s = self.summary; b, a = s['before'], s['after']
-        t = ['| 指標 | 学習前（アダプター無効） | 学習後 |', '|---|---:|---:|',
-             f"| chosen を選ぶ割合（log-prob の和） | {b['accuracy']:.1%} | {a['accuracy']:.1%} |",
-             f"| chosen を選ぶ割合（1 トークンあたり） | {b['accuracy_per_token']:.1%} | {a['accuracy_per_token']:.1%} |",
-             f"| 平均の log-prob 差（chosen − rejected） | {b['margin']:+.3f} | {a['margin']:+.3f} |",
-             f"| chosen の平均 log-prob | {b['logps_chosen']:.3f} | {a['logps_chosen']:.3f} |",
-             f"| rejected の平均 log-prob | {b['logps_rejected']:.3f} | {a['logps_rejected']:.3f} |"]
-        return ('\n'.join(t) + f"\n\n保留データ {s['n']} 組、β = {s['beta']:g}。**選好の正解率（暗黙の報酬）{s['reward_accuracy']:.1%}**、"
-                f"平均マージン {s['reward_margin']:+.4f}（chosen {s['rewards_chosen']:+.4f}、rejected {s['rewards_rejected']:+.4f}）。"
-                f"log-prob の変化: chosen {s['shift_chosen']:+.3f}、rejected {s['shift_rejected']:+.3f}。")
+        L = lambda k: msg('eval.pe.'+k)
+        t = [L('head'), '|---|---:|---:|',
+             f"| {L('acc')} | {b['accuracy']:.1%} | {a['accuracy']:.1%} |",
+             f"| {L('acc_tok')} | {b['accuracy_per_token']:.1%} | {a['accuracy_per_token']:.1%} |",
+             f"| {L('margin')} | {b['margin']:+.3f} | {a['margin']:+.3f} |",
+             f"| {L('lc')} | {b['logps_chosen']:.3f} | {a['logps_chosen']:.3f} |",
+             f"| {L('lr')} | {b['logps_rejected']:.3f} | {a['logps_rejected']:.3f} |"]
+        return '\n'.join(t) + '\n\n' + msg('eval.pe.text', n=s['n'], beta=s['beta'], acc=s['reward_accuracy'], m=s['reward_margin'],
+                                              rc=s['rewards_chosen'], rr=s['rewards_rejected'], sc=s['shift_chosen'], sr=s['shift_rejected'])
 
 def preference_eval(model,                   # LoRA アダプター付きのモデル（PeftModel）
                     tok,                     # トークナイザー

@@ -121,6 +121,8 @@ def _batch(seqs:list[list[int]], pad:int):
     return ids, att, ids.masked_fill(att == 0, -100)
 
 # %% ../nbs/06_selftest.ipynb #4a4306c2
+register_messages({'selftest.pretrain_step': dict(ja='step {s}: loss {loss:.3f}（{t:.0f} 秒）', en='step {s}: loss {loss:.3f} ({t:.0f} s)')})
+
 def pretrain_mini_model(path:str|Path|None=None, # 保存先（None ならキャッシュの中の、入力のハッシュの名前のフォルダ）
                         corpus:list[str]|None=None, # 事前学習の文章の列（None なら style_corpus をチャットテンプレートで整形したもの）
                         arch:str='qwen2',        # TINY_ARCHS のどれか
@@ -153,7 +155,7 @@ def pretrain_mini_model(path:str|Path|None=None, # 保存先（None ならキャ
         loss = model(input_ids=ids, attention_mask=att, labels=lab).loss
         loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step(); opt.zero_grad()
         losses.append(loss.item())
-        if verbose and (s % 40 == 0 or s == steps - 1): print(f'step {s}: loss {loss.item():.3f}（{time.time() - t0:.0f} 秒）')
+        if verbose and (s % 40 == 0 or s == steps - 1): print(msg('selftest.pretrain_step', s=s, loss=loss.item(), t=time.time() - t0))
     torch.set_num_threads(threads)
     gc = model.generation_config
     gc.bos_token_id, gc.eos_token_id, gc.pad_token_id = tok.bos_token_id, _gen_eos(tok, arch, tok.eos_token_id), tok.pad_token_id

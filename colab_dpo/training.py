@@ -67,7 +67,7 @@ class _RunWatch(_Callback):
 def _nan_error(bad, recipe:DPORecipe, precision:str, ckpt) -> TrainingError:
     hint = msg('train.nan_fp16') if precision == 'fp16' else ''
     advice = msg('train.nan_advice', lr=recipe.learning_rate, beta=recipe.beta, precision_hint=hint)
-    return TrainingError('train.nan_loss', step=bad[0], value=bad[1], advice=advice, ckpt=ckpt or 'なし')
+    return TrainingError('train.nan_loss', step=bad[0], value=bad[1], advice=advice, ckpt=ckpt or msg('card.none'))
 
 def _next_settings(s:dict) -> dict|None:
     "OOM の後の設定: マイクロバッチ半分・勾配蓄積倍 → 参照の事前計算 → 勾配チェックポイント（もう下げられなければ None）"
@@ -80,6 +80,21 @@ def _next_settings(s:dict) -> dict|None:
     return s
 
 # %% ../nbs/03_training.ipynb #36f3d0e5
+register_messages({
+    'train.result_repr': dict(ja='学習結果: {run_dir}\n  アダプター: {adapter}\n  指標: {vals}\n  所要 {s:.1f} 秒、{mem}',
+                              en='Training result: {run_dir}\n  adapter: {adapter}\n  metrics: {vals}\n  took {s:.1f} s, {mem}'),
+    'train.licence_known': dict(ja='基盤モデル {model} のライセンス: {lic}。', en='Licence of the base model {model}: {lic}. '),
+    'train.licence_unknown': dict(ja='基盤モデル {model} のライセンスはモデルカードで確認してください。',
+                                  en='Check the licence of the base model {model} on its model card. '),
+    'train.licence_inherit': dict(ja='LoRA アダプターと統合モデルは基盤モデルのライセンスと利用条件を引き継ぎます。',
+                                  en='The LoRA adapter and the merged model inherit the licence and terms of the base model.'),
+    'train.preflight_loss': dict(ja='損失が {value}（{step} ステップ目）', en='loss is {value} (step {step})'),
+    'train.plan_precompute': dict(ja='学習はデータを {passes:.1f} 周するので、参照の log-prob を最初に 1 周だけ計算します（参照の順伝播が周回ごとに要らなくなる）',
+                                  en='Training passes over the data {passes:.1f} times, so reference log-probs are computed once up front (no reference forward per pass)'),
+    'train.from_start': dict(ja='最初', en='the start'),
+    'train.expect_fp16_bf16': dict(ja="'fp16' か 'bf16'", en="'fp16' or 'bf16'"),
+    'train.cli_paths': dict(ja='ランカード: {card}\nログ: {log}', en='Run card: {card}\nLog: {log}')})
+
 @dataclass
 class TrainResult:
     "`train_dpo` の結果"
@@ -95,10 +110,10 @@ class TrainResult:
     def __repr__(self):
         m = self.metrics
         keys = [k for k in ('train_loss', 'rewards/accuracies', 'rewards/margins', 'eval_loss', 'eval_rewards/accuracies') if k in m]
-        vals = '、'.join(f'{k} {m[k]:.4g}' for k in keys)
+        vals = msg('mem.sep').join(f'{k} {m[k]:.4g}' for k in keys)
         dry = msg('train.dry_run_done') + '\n' if (self.run_card.get('model') or {}).get('dry_run') else ''
-        return (dry + f"学習結果: {self.run_dir}\n  アダプター: {self.adapter_dir}\n  指標: {vals or 'なし'}\n"
-                f"  所要 {self.run_card.get('wall_time_s', 0):.1f} 秒、{self.run_card.get('memory', {}).get('summary', '')}")
+        return dry + msg('train.result_repr', run_dir=self.run_dir, adapter=self.adapter_dir, vals=vals or msg('card.none'),
+                         s=self.run_card.get('wall_time_s', 0), mem=self.run_card.get('memory', {}).get('summary', ''))
 
 # %% ../nbs/03_training.ipynb #cb1e1583
 def _as_recipe(recipe_or_path, overrides:dict) -> DPORecipe:
@@ -128,8 +143,7 @@ def _model_licence(model_id:str, folder=None) -> str|None:
 def _licence_note(model_id:str, folder=None) -> str:
     "モデルのライセンス注記（登録簿 → モデルカードの license 行 → 一般的な注意）"
     lic = _model_licence(model_id, folder)
-    base = f'基盤モデル {model_id} のライセンス: {lic}。' if lic else f'基盤モデル {model_id} のライセンスはモデルカードで確認してください。'
-    return base + 'LoRA アダプターと統合モデルは基盤モデルのライセンスと利用条件を引き継ぎます。'
+    return msg('train.licence_known' if lic else 'train.licence_unknown', model=model_id, lic=lic) + msg('train.licence_inherit')
 
 def _arch_of(src) -> str|None:
     "フォルダの config.json、登録簿、Hub の設定（ネットワーク）の順にモデルの型を調べる"
@@ -320,7 +334,7 @@ def _preflight(model, tok, train_ds, recipe:DPORecipe, settings:dict, precision:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         compat.release_bnb_overrides(getattr(trainer, 'model', None))
-    if guard.bad: raise TrainingError('train.preflight_failed', steps=recipe.preflight_steps, rows=len(sub), reason=f'損失が {guard.bad[1]}（{guard.bad[0]} ステップ目）')
+    if guard.bad: raise TrainingError('train.preflight_failed', steps=recipe.preflight_steps, rows=len(sub), reason=msg('train.preflight_loss', value=guard.bad[1], step=guard.bad[0]))
     return dict(steps=trainer.state.global_step, rows=len(sub), loss=_final_metrics(trainer.state.log_history).get('train_loss'))
 
 # %% ../nbs/03_training.ipynb #695f5bfb
@@ -353,7 +367,7 @@ def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, prec
                        gradient_checkpointing=recipe.gradient_checkpointing, precompute_ref_log_probs=pre,
                        vram_gb=_vram_budget(recipe), margin=recipe.vram_margin, method=recipe.method)
     if pre and recipe.precompute_ref_log_probs is None:
-        plan.reasons.append(f'学習はデータを {ref_passes(recipe, rows):.1f} 周するので、参照の log-prob を最初に 1 周だけ計算します（参照の順伝播が周回ごとに要らなくなる）')
+        plan.reasons.append(msg('train.plan_precompute', passes=ref_passes(recipe, rows)))
     if plan.fits is False: warn('train.plan_no_fit', peak=plan.peak_gb, budget=plan.budget_gb, suggest=max(128, recipe.max_length // 2))
     if plan.fits is not None and recipe.auto_plan: settings = plan.dpo_args()
     return _per_rank(plan), settings
@@ -407,10 +421,10 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
         trainer = model = watch = None; _free_cuda()   # 失敗したトレーナー・LoRA・活性化への参照をすべて切ってから GPU を空ける
         if keep is not None: held.append(keep)
         keep = None
-        if new is None: raise TrainingError('train.oom', n=attempt, suggest=max(128, recipe.max_length // 2), ckpt=resume_ck or 'なし')
+        if new is None: raise TrainingError('train.oom', n=attempt, suggest=max(128, recipe.max_length // 2), ckpt=resume_ck or msg('card.none'))
         warn('train.oom_retry', step=oom['step'], old_micro=settings['per_device_train_batch_size'], micro=new['per_device_train_batch_size'],
              old_accum=settings['gradient_accumulation_steps'], accum=new['gradient_accumulation_steps'],
-             ckpt=resume_ck or '最初', n=attempt + 1, max=recipe.oom_retries)
+             ckpt=resume_ck or msg('train.from_start'), n=attempt + 1, max=recipe.oom_retries)
         retries.append(dict(step=oom['step'], error=oom['error'], resumed_from=str(resume_ck) if resume_ck else None, reloaded=not held, **new))
         settings = new
 
@@ -604,10 +618,27 @@ def run_card(recipe:DPORecipe, # 実際に使ったレシピ
                 precision=precision, recipe=recipe.to_dict(), plan=asdict(plan) if plan else None, **facts)
     return _scrub(_jsonable(card))
 
+register_messages({f'card.{k}': dict(ja=j, en=e) for k,j,e in [
+    ('item', '項目', 'item'), ('value', '値', 'value'), ('none', 'なし', 'none'), ('yes', 'はい', 'yes'), ('no', 'いいえ', 'no'),
+    ('dry', '> **ドライラン**: 本番と同じ型・同じトークナイザーのランダムなミニモデルで、配線だけを確かめた記録です。',
+     '> **Dry run**: a random mini model of the same architecture and tokenizer, checking only the wiring.'),
+    ('title', '# DPO 学習の記録: {model}', '# DPO training record: {model}'),
+    ('created', '- 作成: {created}（colab-dpo {version}）', '- created: {created} (colab-dpo {version})'),
+    ('wall', '- 所要時間: {s:.1f} 秒', '- wall time: {s:.1f} s'),
+    ('precision', '- 精度: {precision}、量子化: {quant}、LoRA r={r} α={alpha}', '- precision: {precision}, quantization: {quant}, LoRA r={r} α={alpha}'),
+    ('h_env', '## 環境', '## Environment'), ('h_recipe', '## レシピ', '## Recipe'), ('h_data', '## データ', '## Data'),
+    ('h_memory', '## メモリ', '## Memory'), ('h_metrics', '## 最終指標', '## Final metrics'), ('h_licence', '## ライセンス', '## Licence'),
+    ('train_rows', '学習の行数', 'training rows'), ('eval_rows', '評価の行数', 'evaluation rows'), ('pair_max', '最長ペア（トークン）', 'longest pair (tokens)'),
+    ('pair_p95', 'ペア長の 95%点', 'pair length, 95th percentile'), ('pair_mean', 'ペア長の平均', 'pair length, mean'),
+    ('over', 'max_length を超えるペア', 'pairs over max_length'),
+    ('plan_peak', '- 計画の推定ピーク: {gb:.2f} GB', '- planned peak: {gb:.2f} GB'), ('plan_none', '- 計画: なし', '- plan: none'),
+    ('measured', '- 実測: {s}', '- measured: {s}'),
+    ('oom', '- OOM からの再試行: {step} ステップ目 → マイクロバッチ {micro}', '- OOM retry: step {step} → micro-batch {micro}')]})
+
 _MD_METRICS = ('step', 'epoch', 'train_loss', 'loss', 'rewards/accuracies', 'rewards/margins', 'rewards/chosen', 'rewards/rejected',
                'eval_loss', 'eval_rewards/accuracies', 'eval_rewards/margins', 'train_runtime')
 
-def _md_table(rows) -> str: return '\n'.join(['| 項目 | 値 |', '|---|---|'] + [f'| {k} | {v} |' for k,v in rows])
+def _md_table(rows) -> str: return '\n'.join([f"| {msg('card.item')} | {msg('card.value')} |", '|---|---|'] + [f'| {k} | {v} |' for k,v in rows])
 
 def run_card_markdown(card:dict # `run_card` の結果
                      ) -> str: # 日本語の Markdown
@@ -617,23 +648,24 @@ def run_card_markdown(card:dict # `run_card` の結果
     v = e.get('versions', {})
     st = d.get('token_stats', {})
     mem, plan, met = card.get('memory', {}), card.get('plan') or {}, card.get('metrics', {})
-    dry = ['> **ドライラン**: 本番と同じ型・同じトークナイザーのランダムなミニモデルで、配線だけを確かめた記録です。', ''] if m.get('dry_run') else []
-    out = [f"# DPO 学習の記録: {m['model_id']}", '', *dry,
-           f"- 作成: {card['created']}（colab-dpo {card['colab_dpo']}）", f"- 所要時間: {card.get('wall_time_s', 0):.1f} 秒",
-           f"- 精度: {card['precision']}、量子化: {r['quantization'] or 'なし'}、LoRA r={r['lora_r']} α={r['lora_alpha']}", '',
-           '## 環境', _md_table([('Python', e.get('python')), ('torch', e.get('torch')), ('CUDA', e.get('cuda') or 'なし'), ('GPU', e.get('gpu') or 'なし'),
-                                 ('VRAM', f"{e.get('vram_total_gb')} GB" if e.get('vram_total_gb') else '—'), ('Colab', 'はい' if e.get('in_colab') else 'いいえ')]
+    no, C = msg('card.none'), lambda k, **kw: msg('card.'+k, **kw)
+    dry = [C('dry'), ''] if m.get('dry_run') else []
+    out = [C('title', model=m['model_id']), '', *dry,
+           C('created', created=card['created'], version=card['colab_dpo']), C('wall', s=card.get('wall_time_s', 0)),
+           C('precision', precision=card['precision'], quant=r['quantization'] or no, r=r['lora_r'], alpha=r['lora_alpha']), '',
+           C('h_env'), _md_table([('Python', e.get('python')), ('torch', e.get('torch')), ('CUDA', e.get('cuda') or no), ('GPU', e.get('gpu') or no),
+                                 ('VRAM', f"{e.get('vram_total_gb')} GB" if e.get('vram_total_gb') else '—'), ('Colab', C('yes' if e.get('in_colab') else 'no'))]
                                 + [(k, x) for k,x in v.items() if k not in ('python', 'torch')]), '',
-           '## レシピ', _md_table([(k, r[k]) for k in ('beta', 'loss_type', 'learning_rate', 'lr_scheduler_type', 'num_train_epochs', 'max_steps',
+           C('h_recipe'), _md_table([(k, r[k]) for k in ('beta', 'loss_type', 'learning_rate', 'lr_scheduler_type', 'num_train_epochs', 'max_steps',
                                                       'max_length', 'max_prompt_length', 'per_device_train_batch_size',
                                                       'gradient_accumulation_steps', 'gradient_checkpointing', 'precompute_ref_log_probs', 'group_by_length', 'optim', 'seed')]), '',
-           '## データ', _md_table([('学習の行数', d.get('train_rows')), ('評価の行数', d.get('eval_rows')), ('最長ペア（トークン）', st.get('pair_max')),
-                                  ('ペア長の 95%点', st.get('pair_p95')), ('ペア長の平均', st.get('pair_mean')),
-                                  ('max_length を超えるペア', st.get('over_max_length'))]), '',
-           '## メモリ', f"- 計画の推定ピーク: {plan['peak_gb']:.2f} GB" if plan else '- 計画: なし',
-           f"- 実測: {mem.get('summary') or '—'}", *(f"- OOM からの再試行: {x['step']} ステップ目 → マイクロバッチ {x['per_device_train_batch_size']}" for x in card.get('oom_retries') or []), '',
-           '## 最終指標', _md_table([(k, f'{met[k]:.4g}' if isinstance(met[k], float) else met[k]) for k in _MD_METRICS if k in met]) if met else 'なし', '',
-           '## ライセンス', m['licence_note'], *licence_lines(card.get('licence')), '']
+           C('h_data'), _md_table([(C('train_rows'), d.get('train_rows')), (C('eval_rows'), d.get('eval_rows')), (C('pair_max'), st.get('pair_max')),
+                                  (C('pair_p95'), st.get('pair_p95')), (C('pair_mean'), st.get('pair_mean')),
+                                  (C('over'), st.get('over_max_length'))]), '',
+           C('h_memory'), C('plan_peak', gb=plan['peak_gb']) if plan else C('plan_none'),
+           C('measured', s=mem.get('summary') or '—'), *(C('oom', step=x['step'], micro=x['per_device_train_batch_size']) for x in card.get('oom_retries') or []), '',
+           C('h_metrics'), _md_table([(k, f'{met[k]:.4g}' if isinstance(met[k], float) else met[k]) for k in _MD_METRICS if k in met]) if met else no, '',
+           C('h_licence'), m['licence_note'], *licence_lines(card.get('licence')), '']
     return '\n'.join(out)
 
 def write_run_card(card:dict, # `run_card` の結果
@@ -663,7 +695,7 @@ def merge_adapter(adapter_dir:str|Path, # LoRA アダプターのフォルダ
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from peft import PeftModel
     _refuse_dry(Path(adapter_dir).parent)
-    if dtype not in ('fp16', 'bf16'): raise ConfigError('train.bad_value', field='dtype', value=dtype, expected="'fp16' か 'bf16'")
+    if dtype not in ('fp16', 'bf16'): raise ConfigError('train.bad_value', field='dtype', value=dtype, expected=msg('train.expect_fp16_bf16'))
     dt = dict(fp16=torch.float16, bf16=torch.bfloat16)[dtype]
     base_model = AutoModelForCausalLM.from_pretrained(str(base), **{_dtype_kw(): dt})
     merged = PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
@@ -758,5 +790,5 @@ def train_cli(config:str=None, # レシピファイル（YAML/JSON）
         sys.exit(130)
     if int(os.environ.get('RANK', '0')) == 0:
         print(res)
-        print(f"ランカード: {res.run_dir/'run_card.md'}\nログ: {res.run_dir/'log_history.json'}")
+        print(msg('train.cli_paths', card=res.run_dir/'run_card.md', log=res.run_dir/'log_history.json'))
     return 0

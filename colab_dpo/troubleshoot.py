@@ -8,7 +8,7 @@ Docs: https://colab-dpo.github.io/colab-dpo/troubleshoot.html.md"""
 from __future__ import annotations
 import re, traceback
 from dataclasses import dataclass, field
-from .core import ColabDPOError, lang, exception_chain
+from .core import ColabDPOError, lang, exception_chain, register_messages, msg
 
 # %% auto #0
 __all__ = ['KNOWN_ERRORS', 'Known', 'Diagnosis', 'explain_error', 'troubleshooting_table', 'report_exception']
@@ -138,10 +138,13 @@ class Diagnosis:
     error:str=''      # 元の例外（型名: 文言の先頭）
 
     def _lines(self, error=True):
-        L = ('原因','直し方','元のエラー') if lang()=='ja' else ('Cause','Fix','Original error')
+        L = (msg('trouble.cause'), msg('trouble.fix'), msg('trouble.original'))
         return [(l,v) for l,v in zip(L, (self.cause, self.fix, self.error if error else '')) if v]
     def __str__(self): return f"[{self.code}] {self.title}" + ''.join(f"\n  {l}: {v}" for l,v in self._lines(error=False))
     def _repr_markdown_(self): return f"**{self.title}** (`{self.code}`)\n\n" + '\n'.join(f"- {l}: {v}" for l,v in self._lines())
+
+register_messages({'trouble.cause': dict(ja='原因', en='Cause'), 'trouble.fix': dict(ja='直し方', en='Fix'),
+                   'trouble.original': dict(ja='元のエラー', en='Original error'), 'trouble.diagnosis': dict(ja='エラーの診断: {d}', en='Diagnosis: {d}')})
 
 def explain_error(exc:BaseException # 診断する例外
                  ) -> Diagnosis|None: # 既知の失敗なら診断、知らないものなら None
@@ -177,5 +180,5 @@ def report_exception(exc:BaseException, # 表示する例外
     file = file or sys.stderr
     d = explain_error(exc)
     if d is None: traceback.print_exception(type(exc), exc, exc.__traceback__, file=file); return False
-    print(('エラーの診断: ' if lang()=='ja' else 'Diagnosis: ') + str(d), file=file)
+    print(msg('trouble.diagnosis', d=d), file=file)
     return True

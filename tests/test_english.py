@@ -1,10 +1,9 @@
 "英語モード（COLAB_DPO_LANG=en）: 各 CLI の出力に、利用者のデータ以外の日本語が 1 文字も無い"
 import json, re
 import pytest
-from conftest import run_cli, assert_cli_ok, jl
+from conftest import run_cli, assert_cli_ok, assert_cli_error, jl
 
 JA = re.compile(r'[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]')
-TODO = 'メモリ計画・学習の要約・ランカードがまだカタログを通らない（issue 15 の残り）'
 
 def japanese(r, allowed=()) -> list[str]:
     "出力のうち日本語を含む行（`allowed` に挙げた利用者のデータを含む行は除く）"
@@ -31,11 +30,32 @@ def test_check_data_errors(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith('error [data.')
     assert japanese(r, allowed=['日本の首都は？']) == []
 
-@pytest.mark.xfail(strict=True, reason=TODO)
 def test_train_dry_run(tiny, tmp_path):
     r = run_cli('colab-dpo-train', '--model', tiny, '--output-dir', tmp_path/'dry', '--dry-run', '--max-steps', 1, '--max-rows', 4,
                 '--eval-ratio', 0, '--resume', 'none', lang='en', env=dict(TQDM_DISABLE=1, OMP_NUM_THREADS=1))
     assert_cli_ok(r)
+    assert japanese(r) == [], japanese(r)[:5]
+    md = (tmp_path/'dry'/'run_card.md').read_text(encoding='utf-8')
+    assert [l for l in md.splitlines() if JA.search(l)] == []
+
+def test_demo(tmp_path):
+    "デモ（評価なし・2 ステップ）: 画面とランカードに日本語が無い"
+    r = run_cli('colab-dpo-demo', '--no-eval', '--max-steps', 2, '--output-dir', tmp_path/'demo', lang='en', env=dict(TQDM_DISABLE=1, OMP_NUM_THREADS=1))
+    assert_cli_ok(r)
+    assert japanese(r) == [], japanese(r)[:5]
+    md = (tmp_path/'demo'/'run'/'run_card.md').read_text(encoding='utf-8')
+    assert [l for l in md.splitlines() if JA.search(l)] == []
+
+def test_datasets():
+    r = run_cli('colab-dpo-datasets', lang='en'); assert_cli_ok(r)
+    assert japanese(r) == [], japanese(r)[:5]
+
+@pytest.mark.parametrize('args,code', [(('colab-dpo-selftest', '--profile', 'nope'), 'train.unknown_profile'),
+                                       (('colab-dpo-tune', '--trials', 0), 'tune.no_complete')])
+def test_cli_errors(tmp_path, args, code):
+    "自己診断と探索の CLI: コード付きのエラーが英語の 1 行で出る（--help は docments の日本語なので対象外）"
+    r = run_cli(*args, '--output-dir', tmp_path/'out', lang='en', env=dict(TQDM_DISABLE=1, OMP_NUM_THREADS=1))
+    assert_cli_error(r, code)
     assert japanese(r) == [], japanese(r)[:5]
 
 def test_eval(tiny, tmp_path):
@@ -52,3 +72,5 @@ def test_eval(tiny, tmp_path):
     r = run_cli('colab-dpo-eval', '--run-dir', run, '--prompts', prompts, '--max-new-tokens', 2, lang='en', env=dict(OMP_NUM_THREADS=1))
     assert_cli_ok(r)
     assert japanese(r, allowed=['自己紹介してください。']) == [], japanese(r)[:5]
+    md = (run/'eval'/'report.md').read_text(encoding='utf-8')   # 表の行は生成文を含むので、表の外の行だけ
+    assert [l for l in md.splitlines() if not l.startswith('|') and JA.search(l)] == []
