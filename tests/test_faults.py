@@ -171,7 +171,7 @@ def test_fs_free_space_estimate(tmp_path, tiny, monkeypatch):
 
 def test_demo_output_is_file(tmp_path):
     case('demo_out_file', 'colab-dpo-demo --output-dir がファイル', 2, 'ckpt.not_a_folder')
-    from colab_dpo.training import demo_cli
+    from colab_dpo.demo import demo_cli
     (tmp_path/'f').write_text('x')
     check(*cli(demo_cli, '--output-dir', tmp_path/'f'), 2, 'ckpt.not_a_folder')
 

@@ -44,7 +44,8 @@ def test_torchrun_two_processes(tmp_path):
 
 # ---- colab-dpo-train そのものを 2 プロセスで（torchrun と accelerate launch）。再開と、1 プロセスの同等の実行との一致 ----
 ROOT = Path(__file__).resolve().parents[1]
-TOL = 1e-4   # アダプターの重みの最大絶対差の許容値。学習率 5e-3・定数で 1 ステップに最大 5e-3 動く重みに対し、足し算の順序の違い（実測 ~1e-5）だけを許す
+TOL = 1e-3   # アダプター全体の相対差 ‖a−b‖/‖a‖ の許容値。足し算の順序の違いは実測 ~4e-5、見るデータが違う学習は ~0.1。
+# 要素ごとの最大差は使わない: Adam は勾配を大きさで割るので、ほぼ 0 の勾配の要素では足し算の順序の違いだけで 1 要素が学習率の桁（実測 3e-4）まで動く
 
 def _exe(name):
     return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
@@ -73,9 +74,11 @@ def _adapter(run):
     from safetensors.torch import load_file
     return load_file(str(run/'adapter'/'adapter_model.safetensors'))
 
-def _maxdiff(a, b):
+def _reldiff(a, b):
+    "二つのアダプターの相対差 ‖a−b‖/‖a‖（全部の重みをまとめて）"
     assert a.keys() == b.keys()
-    return max((a[k] - b[k]).abs().max().item() for k in a)
+    num = sum(float(((a[k] - b[k])**2).sum()) for k in a); den = sum(float((a[k]**2).sum()) for k in a)
+    return (num / den) ** 0.5
 
 def test_cli_two_processes_equals_single_and_resumes(tmp_path):
     "2 プロセス × マイクロバッチ 1 の colab-dpo-train は、1 プロセス × マイクロバッチ 2 と同じアダプターになる（DDP は勾配を平均する）"
@@ -96,8 +99,8 @@ def test_cli_two_processes_equals_single_and_resumes(tmp_path):
     _run([train, '--config', _recipe(tmp_path, 'other', model)])            # 対照: 1 プロセス × 1 ペア（見るデータが違う）
     a2 = _adapter(two)
     assert max(v.abs().max().item() for k,v in a2.items() if 'lora_B' in k) > 1e-3   # アダプターは実際に動いた
-    assert _maxdiff(a2, _adapter(tmp_path/'one')) < TOL
-    assert _maxdiff(a2, _adapter(tmp_path/'other')) > 10*TOL                # 許容値は違う学習を見分けられる大きさ
+    assert _reldiff(a2, _adapter(tmp_path/'one')) < TOL
+    assert _reldiff(a2, _adapter(tmp_path/'other')) > 10*TOL                # 許容値は違う学習を見分けられる大きさ
     # 再開: accelerate launch（examples/accelerate/ddp.yaml、CPU では gloo）で 4 ステップまで続ける
     _run([accel, 'launch', '--config_file', ROOT/'examples'/'accelerate'/'ddp.yaml', '--main_process_port', _free_port(), '--no_python',
           train, '--config', _recipe(tmp_path, 'two', model, max_steps=4)])
@@ -105,4 +108,4 @@ def test_cli_two_processes_equals_single_and_resumes(tmp_path):
     assert card['resumed_from'].endswith('checkpoint-2') and card['metrics']['step'] == 4 and card['world_size'] == 2
     assert sorted(p.name for p in (two/'checkpoints').glob('checkpoint-*')) == ['checkpoint-2', 'checkpoint-4']
     _run([train, '--config', _recipe(tmp_path, 'one', model, per_device_train_batch_size=2, max_steps=4, resume=None)])
-    assert _maxdiff(_adapter(two), _adapter(tmp_path/'one')) < TOL          # 途中で止めて再開しても、続けて学習したのと同じ
+    assert _reldiff(_adapter(two), _adapter(tmp_path/'one')) < TOL          # 途中で止めて再開しても、続けて学習したのと同じ
