@@ -40,6 +40,10 @@ register_messages({
                         en='{folder} is in use by another run (pid {pid} on {host}, started {started}). Wait for it or use another output_dir. If that process is surely gone, delete {lock}'),
     'ckpt.stale_lock': dict(ja='{folder} のロック（pid {pid}、{started} 開始）はそのプロセスがもう無いので引き継ぎます',
                             en='Taking over the lock of {folder} (pid {pid}, started {started}): that process no longer exists'),
+})
+
+# %% ../nbs/03c_checkpoints.ipynb #d044d04a
+register_messages({
     'ckpt.resuming': dict(ja='checkpoint-{step} から再開します（{path}）', en='Resuming from checkpoint-{step} ({path})'),
     'ckpt.not_a_folder': dict(ja='{path} はファイルなのでフォルダとして使えません。別のパスを指定してください',
                               en='{path} is a file, not a folder. Give another path'),
@@ -79,6 +83,7 @@ def check_writable(path:str|Path, # 書き込むフォルダ（無ければ作�
 # %% ../nbs/03c_checkpoints.ipynb #5c45ad4b
 _WEIGHT_FILES = ('adapter_model.safetensors', 'adapter_model.bin', 'model.safetensors', 'pytorch_model.bin')
 
+# %% ../nbs/03c_checkpoints.ipynb #be5a7866
 def _safetensors_ok(p:Path) -> bool:
     "safetensors のヘッダーが読め、データの終わりがファイルの終わりと一致するか"
     try:
@@ -89,6 +94,7 @@ def _safetensors_ok(p:Path) -> bool:
         return p.stat().st_size == 8 + n + end
     except (OSError, ValueError, struct.error, KeyError, TypeError): return False
 
+# %% ../nbs/03c_checkpoints.ipynb #2bda05e0
 def _torch_zip_ok(p:Path) -> bool:
     "torch.save の zip が最後まであり、中身の CRC が合うか（途中で切れた・書き換わったファイルを見つける）"
     try:
@@ -108,6 +114,7 @@ register_messages({f'ckpt.why_{k}': dict(ja=j, en=e) for k,j,e in [
     ('weights_file', '重みのファイルがありません', 'the weights file is missing'), ('not_dict', '辞書ではありません', 'not a dictionary'),
     ('previous', 'checkpoint-{step} など {n} 個', 'checkpoint-{step} and others, {n} in all'), ('sep', '、', ', ')]})
 
+# %% ../nbs/03c_checkpoints.ipynb #4a1598fb
 def checkpoint_status(path:str|Path # `checkpoint-N` フォルダ
                      ) -> tuple[bool, str]: # (完全か, 理由)
     "チェックポイントが再開に使える完全なものかを調べる（重み、オプティマイザー、スケジューラー、乱数の状態）"
@@ -141,6 +148,7 @@ def find_checkpoints(folder:str|Path # チェックポイントを置くフォ�
         out.append(dict(step=int(p.name.rsplit('-', 1)[1]), path=p, complete=ok, reason=why))
     return sorted(out, key=lambda d: d['step'])
 
+# %% ../nbs/03c_checkpoints.ipynb #bcd969e9
 def latest_checkpoint(folder:str|Path, # チェックポイントを置くフォルダ
                       report:bool=True # 飛ばした書きかけ・壊れたチェックポイントを警告するか
                      ) -> Path|None: # 最新の完全なチェックポイント（無ければ None）
@@ -154,6 +162,7 @@ def latest_checkpoint(folder:str|Path, # チェックポイントを置くフォ
 # %% ../nbs/03c_checkpoints.ipynb #99eedb3e
 _DRIVE = Path('/content/drive/MyDrive')
 
+# %% ../nbs/03c_checkpoints.ipynb #da7fa476
 def checkpoint_dir(recipe # レシピ（`output_dir` と `checkpoint_dir` を持つ）
                   ) -> Path: # チェックポイントのフォルダ
     "チェックポイントの置き場所を決める（Colab で Drive がマウント済みなら Drive）"
@@ -182,6 +191,7 @@ _FP_KEYS = ('models', 'tokenizer', 'data', 'data_format', 'max_rows', 'method', 
             'max_prompt_length', 'optim', 'precision', 'eval_ratio', 'seed', 'dry_run')
 _MiB = 2**20
 
+# %% ../nbs/03c_checkpoints.ipynb #415b3907
 def _file_digest(p:Path, h=None):
     h = h or hashlib.sha256(); n = p.stat().st_size; h.update(f'{p.name}:{n}'.encode())
     with open(p, 'rb') as f:
@@ -189,6 +199,7 @@ def _file_digest(p:Path, h=None):
         else: h.update(f.read(_MiB)); f.seek(n - _MiB); h.update(f.read(_MiB))
     return h
 
+# %% ../nbs/03c_checkpoints.ipynb #c2a7ffb7
 def source_digest(src # ファイル・フォルダのパスか Hub ID
                  ) -> str|None: # 中身の sha256（先頭 16 桁）。手元に無ければ None
     "手元のファイル・フォルダの中身の要約（大きなファイルは大きさと先頭・末尾 1 MiB）"
@@ -215,6 +226,7 @@ def run_fingerprint(recipe # レシピ（`to_dict()` を持つもの）か辞書
     else: fp['data_digest'] = source_digest(r['data'])
     return json.loads(json.dumps(fp, default=str))
 
+# %% ../nbs/03c_checkpoints.ipynb #e15f64ae
 def fingerprint_diff(old:dict, # 記録された指紋
                      new:dict # 今の指紋
                     ) -> list[str]: # 'キー: 前 → 今' の並び
@@ -224,6 +236,7 @@ def fingerprint_diff(old:dict, # 記録された指紋
 # %% ../nbs/03c_checkpoints.ipynb #fda0b515
 STATE_FILE = 'run_state.json'
 
+# %% ../nbs/03c_checkpoints.ipynb #c327fefd
 def read_run_state(*folders) -> dict|None:
     "実行フォルダかチェックポイントのフォルダの `run_state.json`（先に見つかったもの。無い・壊れていれば None）"
     for f in folders:
@@ -233,6 +246,7 @@ def read_run_state(*folders) -> dict|None:
         if isinstance(d, dict) and isinstance(d.get('fingerprint'), dict): return d
     return None
 
+# %% ../nbs/03c_checkpoints.ipynb #274de7fe
 def write_run_state(folders:list, # 書くフォルダ（実行フォルダとチェックポイントのフォルダ）
                     fingerprint:dict, # `run_fingerprint` の結果
                     status:str='running', # 'running' か 'complete'
@@ -248,6 +262,7 @@ def write_run_state(folders:list, # 書くフォルダ（実行フォルダと�
 # %% ../nbs/03c_checkpoints.ipynb #3108751c
 _OUTPUTS = ('adapter', 'merged', 'run_card.json', 'run_card.md', 'log_history.json', 'recipe.yaml', 'eval_data.jsonl', STATE_FILE)
 
+# %% ../nbs/03c_checkpoints.ipynb #2090aafe
 def _previous(run_dir:Path, ckdir:Path) -> str|None:
     "前の学習の痕跡の説明（無ければ None）"
     cks = find_checkpoints(ckdir) if ckdir.is_dir() else []
@@ -255,12 +270,14 @@ def _previous(run_dir:Path, ckdir:Path) -> str|None:
     if not cks and not outs: return None
     return msg('ckpt.why_sep').join(([msg('ckpt.why_previous', step=cks[-1]['step'], n=len(cks))] if cks else []) + outs[:3])
 
+# %% ../nbs/03c_checkpoints.ipynb #023987fa
 def _clear(run_dir:Path, ckdir:Path, outputs:bool=True):
     for d in (find_checkpoints(ckdir) if ckdir.is_dir() else []): shutil.rmtree(d['path'], ignore_errors=True)
     for f in (ckdir/STATE_FILE, *([run_dir/o for o in _OUTPUTS] if outputs else [])):
         if f.is_dir(): shutil.rmtree(f, ignore_errors=True)
         else: f.unlink(missing_ok=True)
 
+# %% ../nbs/03c_checkpoints.ipynb #4a6e8822
 def _extends(recipe:dict, state:dict) -> bool:
     "完了した学習より先まで学習する指定か（max_steps か エポック数が増えた）"
     ms, done = recipe.get('max_steps', -1), state.get('global_step') or 0
@@ -305,12 +322,14 @@ def plan_run(run_dir:str|Path, # 実行フォルダ（output_dir）
 # %% ../nbs/03c_checkpoints.ipynb #ef2a0150
 LOCK_FILE = '.colab_dpo.lock'
 
+# %% ../nbs/03c_checkpoints.ipynb #357c8932
 def _pid_alive(pid:int) -> bool:
     try: os.kill(int(pid), 0)
     except ProcessLookupError: return False
     except (PermissionError, OverflowError, ValueError): return True
     return True
 
+# %% ../nbs/03c_checkpoints.ipynb #db046b45
 class RunLock:
     "実行フォルダのロック（`with RunLock(folder):` の間だけ持つ）"
     def __init__(self, folder:str|Path, # ロックするフォルダ
@@ -357,6 +376,7 @@ register_messages({
     'ckpt.bad_arg': dict(ja='{field} に {value!r} は使えません。{expected}', en='{value!r} is not allowed for {field}. {expected}'),
 })
 
+# %% ../nbs/03c_checkpoints.ipynb #cecc636c
 def check_run_outputs(run_dir:str|Path # `train_dpo` の実行フォルダ
                      ) -> Path: # 実行フォルダ
     "実行フォルダのアダプターの重みとランカードが読めるかを確かめる（だめなら ConfigError）"

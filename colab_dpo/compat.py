@@ -25,6 +25,7 @@ def _ver(pkg:str) -> str|None:
     try: return _md.version(pkg)
     except _md.PackageNotFoundError: return None
 
+# %% ../nbs/00_compat.ipynb #13783d2d
 def _vt(v:str|None) -> tuple:
     "'0.9.6' → (0, 9, 6)。比較用。None や読めない版は ()"
     m = re.match(r'(\d+(?:\.\d+)*)', v or '')
@@ -40,6 +41,7 @@ def _literal_args(t) -> tuple|None:
         if r: return r
     return None
 
+# %% ../nbs/00_compat.ipynb #deb41587
 @dataclasses.dataclass(frozen=True)
 class TRLCaps:
     "インストール済み TRL・transformers の DPO まわりの能力（dataclass のフィールドと関数の引数から調べたもの）"
@@ -89,6 +91,7 @@ def trl_caps() -> TRLCaps|None:
                    loss_types=_literal_args(lt), warmup_steps_float=ws in (float, 'float') or 'float' in str(ws),
                    bos_bug=(0,7,6) <= _vt(v) <= (0,9,6))
 
+# %% ../nbs/00_compat.ipynb #a137e539
 def trl_api_shape() -> str|None:
     "インストール済み TRL の DPO API の形 'A'〜'D'（TRL が無ければ None）"
     c = trl_caps()
@@ -117,6 +120,10 @@ register_messages({
     'compat.colab_no_gpu': dict(
         ja='Colab で GPU が使えません。メニューの「ランタイム → ランタイムのタイプを変更」で T4 GPU を選んでください',
         en='No GPU in this Colab session. Choose a T4 GPU in "Runtime → Change runtime type"'),
+})
+
+# %% ../nbs/00_compat.ipynb #c07c4926
+register_messages({
     'compat.missing_package': dict(ja='{package} が入っていません。`pip install {package}` してください',
                                    en='{package} is not installed. Run `pip install {package}`'),
     'compat.untested_version': dict(
@@ -126,6 +133,8 @@ register_messages({
         ja='TRL を import できません: {error}。trl・transformers・peft の版の組み合わせを確認してください',
         en='Cannot import TRL: {error}. Check that the trl, transformers and peft versions fit together'),
 })
+
+# %% ../nbs/00_compat.ipynb #d0995224
 TESTED_TRL = ('0.7.11', '1.16')
 _PKGS = ('trl', 'transformers', 'peft', 'bitsandbytes', 'datasets', 'accelerate', 'torch')
 
@@ -189,14 +198,18 @@ _SHAPES = dict(A=('TRL 0.7–0.8: TrainingArguments + トレーナー引数、to
                D=('TRL 0.29 以降: DPOConfig（max_prompt_length・rpo_alpha なし）', 'TRL 0.29+: DPOConfig (no max_prompt_length, rpo_alpha)'))
 register_messages({f'compat.env.{k}': dict(ja=j, en=e) for k,(j,e) in _LABELS.items()})
 register_messages({f'compat.shape.{k}': dict(ja=j, en=e) for k,(j,e) in _SHAPES.items()})
+
+# %% ../nbs/00_compat.ipynb #b51daf8b
 register_messages({'compat.env.vram_free': dict(ja='{total} GB（空き {free} GB）', en='{total} GB (free {free} GB)'),
                    'compat.env.api': dict(ja='{api}（{shape}）', en='{api} ({shape})')})
 
+# %% ../nbs/00_compat.ipynb #d03fcada
 def _width(s:str) -> int:
     "端末での表示幅（全角は 2）"
     import unicodedata
     return sum(2 if unicodedata.east_asian_width(c) in 'WF' else 1 for c in s)
 
+# %% ../nbs/00_compat.ipynb #29bc4fb8
 def format_env_report(r:dict # `env_report()` の結果
                      ) -> str: # 人が読むための複数行の文字列
     "環境レポートを日本語（または英語）の表にする"
@@ -242,6 +255,7 @@ register_messages({
         en='chosen and rejected share no common start, so no prompt can be extracted. Add a prompt column'),
 })
 
+# %% ../nbs/00_compat.ipynb #6f9a637b
 def is_conversational(example:dict # データの 1 行
                      ) -> bool:
     "1 行が会話形式（role と content を持つ辞書のリスト）か"
@@ -250,6 +264,7 @@ def is_conversational(example:dict # データの 1 行
         if isinstance(v, list) and v and isinstance(v[0], dict) and 'role' in v[0]: return True
     return False
 
+# %% ../nbs/00_compat.ipynb #103497de
 def extract_prompt(example:dict # `chosen`・`rejected` を持ち、`prompt` を持たない 1 行
                   ) -> dict:    # prompt・chosen・rejected に分けた 1 行
     "chosen と rejected の共通の先頭を prompt として取り出す（TRL の `extract_prompt` と同じ規則）"
@@ -263,6 +278,7 @@ def extract_prompt(example:dict # `chosen`・`rejected` を持ち、`prompt` を
 # %% ../nbs/00_compat.ipynb #21516767
 def _msgs(x) -> list: return [{'role': 'assistant', 'content': x}] if isinstance(x, str) else list(x)
 
+# %% ../nbs/00_compat.ipynb #08621e25
 def render_chat(example:dict, # prompt・chosen・rejected が会話形式の 1 行
                 tokenizer,    # チャットテンプレートを持つトークナイザー
                ) -> dict:     # 3 列ともテキストにした 1 行
@@ -279,6 +295,7 @@ def render_chat(example:dict, # prompt・chosen・rejected が会話形式の 1 
 # %% ../nbs/00_compat.ipynb #d6e35457
 def _ntok(tok, text:str) -> int: return len(tok(text, add_special_tokens=False)['input_ids'])
 
+# %% ../nbs/00_compat.ipynb #c98ee16c
 def _keep_end(tok, t:str, limit:int) -> str:
     "文章の末尾 limit トークン分を残す（トークンの境目で、文字を壊さずに切る）"
     if limit <= 0: return ''
@@ -295,12 +312,14 @@ def _keep_end(tok, t:str, limit:int) -> str:
     while t and _ntok(tok, t) > limit: t = t[1:]
     return t
 
+# %% ../nbs/00_compat.ipynb #88816795
 def prompt_length(tok, p) -> int:
     "プロンプト（文字列か会話）のトークン数。会話はチャットテンプレートと応答の開始記号を含めて数える"
     if isinstance(p, str): return len(tok(p)['input_ids'])
     if getattr(tok, 'chat_template', None) is None: return _ntok(tok, '\n'.join(m['content'] for m in p))
     return _ntok(tok, tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True))
 
+# %% ../nbs/00_compat.ipynb #c1c8c3bb
 def cut_prompt(tok, p, limit:int) -> tuple:
     "プロンプトを limit トークンに収める: (切ったプロンプト, 切ったか)。会話は古いターンから落とし、system は残す"
     n = prompt_length(tok, p)
@@ -318,6 +337,7 @@ def cut_prompt(tok, p, limit:int) -> tuple:
         q = q[:-1] + [dict(last, content=_keep_end(tok, c, _ntok(tok, c) - extra))]
     return q, True
 
+# %% ../nbs/00_compat.ipynb #a168bd64
 def truncate_prompts(ds,                  # prompt・chosen・rejected を持つ `datasets.Dataset`
                      tokenizer,           # 長さを数えるトークナイザー
                      max_prompt_length:int, # プロンプトの最大トークン数
@@ -337,6 +357,7 @@ def _as_dataset(ds):
     if isinstance(ds, dict): return Dataset.from_dict(ds)
     return ds
 
+# %% ../nbs/00_compat.ipynb #af45835f
 def adapt_dataset(ds,                  # `datasets.Dataset`（または辞書のリスト）
                   tokenizer,           # チャットテンプレートを持つトークナイザー
                   caps:TRLCaps|None=None, # 能力（None ならインストール済みの TRL を調べる）
@@ -367,6 +388,8 @@ DPO_DEFAULTS = dict(beta=0.1, loss_type='sigmoid', max_length=1024, max_prompt_l
 # 同じ意味の名前（先頭が正準の名前）
 _ALIASES = (('gradient_checkpointing', 'activation_checkpointing'), ('gradient_checkpointing_kwargs', 'activation_checkpointing_kwargs'),
             ('eval_strategy', 'evaluation_strategy'), ('use_cpu', 'no_cuda'))
+
+# %% ../nbs/00_compat.ipynb #6b25237f
 # make_dpo_trainer が自分で渡す引数
 _RESERVED = frozenset({'model', 'ref_model', 'args', 'train_dataset', 'eval_dataset', 'tokenizer', 'processing_class',
                        'peft_config', 'callbacks', 'model_init'})
@@ -426,6 +449,7 @@ register_messages({
                                  en='precision must be "bf16", "fp16", "fp32" (or None for automatic): {value}'),
 })
 
+# %% ../nbs/00_compat.ipynb #d173b86e
 @dataclasses.dataclass
 class DPOPlan:
     "正準引数をインストール済みの TRL に写した結果"
@@ -436,11 +460,13 @@ class DPOPlan:
     truncate_prompts:int|None # プロンプトを事前に切り詰める長さ（max_prompt_length の無い TRL）
     precision:str             # 'bf16'・'fp16'・'fp32'
 
+# %% ../nbs/00_compat.ipynb #a7554bee
 def _suggest(name:str, caps:TRLCaps) -> str:
     pool = sorted(set(CANONICAL_ARGS) | _KNOWN_OPTIONS | caps.config_fields | caps.trainer_params)
     m = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
     return msg('compat.did_you_mean', name=m[0]) if m else msg('compat.no_suggestion')
 
+# %% ../nbs/00_compat.ipynb #34abe0f2
 def _canon_names(args:dict) -> dict:
     "別名を正準の名前にそろえる（両方あればエラー）"
     a = dict(args)
@@ -455,6 +481,7 @@ def _canon_names(args:dict) -> dict:
 register_messages({'compat.loss_weights_length': dict(ja='loss_weights（{n} 個）は loss_type（{m} 個）と同じ数にしてください',
                                                       en='loss_weights ({n}) must have as many entries as loss_type ({m})')})
 
+# %% ../nbs/00_compat.ipynb #aa50df04
 def _map_loss(a:dict, caps:TRLCaps, put, tl:dict, unsup:list):
     lt, rpo, w = a.pop('loss_type'), a.pop('rpo_alpha', None), a.pop('loss_weights', None)
     lts = [lt] if isinstance(lt, str) else list(lt)
@@ -563,8 +590,10 @@ register_messages({
         en='group_by_length was requested, but the tokenized data of this TRL ({trl}) has no id columns ({cols}); training in random order instead'),
 })
 
+# %% ../nbs/00_compat.ipynb #072aae19
 _ID_COLUMNS = (('prompt_ids', 'prompt_input_ids'), ('chosen_ids', 'chosen_input_ids'), ('rejected_ids', 'rejected_input_ids'))
 
+# %% ../nbs/00_compat.ipynb #40954020
 def pair_lengths(ds # TRL がトークン化した DPO のデータセット
                 ) -> list|None: # ペアごとの長さ（prompt + 長いほうの応答のトークン数）。id の列が無ければ None
     "トークン化済みの DPO データから、パディングを決める各ペアの長さを数える"
@@ -574,6 +603,7 @@ def pair_lengths(ds # TRL がトークン化した DPO のデータセット
     prompt = [len(x) for x in ds[p]] if p else [0] * len(ds)
     return [a + max(len(x), len(y)) for a, x, y in zip(prompt, ds[c], ds[r])]
 
+# %% ../nbs/00_compat.ipynb #8cef9d6b
 def group_pairs_by_length(trainer # TRL の DPOTrainer（トークン化済みの train_dataset を持つ）
                          ) -> bool: # 長さでまとめる sampler にしたか
     "学習の sampler を、長さの近いペアを同じマイクロバッチにまとめる transformers の `LengthGroupedSampler` にする"
@@ -598,10 +628,12 @@ def group_pairs_by_length(trainer # TRL の DPOTrainer（トークン化済み�
 # %% ../nbs/00_compat.ipynb #2fd0982d
 import logging
 
+# %% ../nbs/00_compat.ipynb #c0da400f
 class _BnbNoise:
     "bitsandbytes が import のたびに出す「Failed to load CPU gemm_4bit_forward … trust_remote_code」を落とす。CPU の 4bit 演算の任意の高速版（kernels-community）が取れなかっただけで、学習には影響しない"
     def filter(self, rec) -> bool: return not any(w in rec.getMessage() for w in ('gemm_4bit_forward', 'publisher trust check'))
 
+# %% ../nbs/00_compat.ipynb #4cc25d2c
 for _n in ('bitsandbytes.backends.cpu.ops', 'kernels._internals.hf_hub'): logging.getLogger(_n).addFilter(_BnbNoise())   # オフラインでの「publisher trust check を飛ばします」も同じ任意の高速版の話
 
 # %% ../nbs/00_compat.ipynb #8f5335d8
@@ -617,8 +649,10 @@ register_messages({
                                 en='No tokenizer. Pass tokenizer unless the model is a folder path'),
 })
 
+# %% ../nbs/00_compat.ipynb #d1722252
 def _is_peft_model(m) -> bool: return any(c.__name__ == 'PeftModel' for c in type(m).__mro__)
 
+# %% ../nbs/00_compat.ipynb #27a769cc
 def _fix_tokenizer(tok, caps:TRLCaps):
     "pad の無いトークナイザーと BOS のバグ（TRL 0.7.6–0.9.6）に、コピーで手当てする"
     fixes = [f for f, need in (('pad_token', tok.pad_token is None), ('bos_token', caps.bos_bug and tok.bos_token_id is None)) if need]
@@ -628,6 +662,7 @@ def _fix_tokenizer(tok, caps:TRLCaps):
     if 'bos_token' in fixes: tok.bos_token = tok.pad_token or tok.eos_token
     return tok, fixes
 
+# %% ../nbs/00_compat.ipynb #3669191a
 def _trainable_to_fp32(model) -> int:
     "学習するパラメーターのうち半精度のものを fp32 に戻し、その数を返す"
     import torch

@@ -16,6 +16,7 @@ __all__ = ['register_messages', 'lang', 'msg', 'ColabDPOError', 'CompatError', '
 # %% ../nbs/00_core.ipynb #774e06d8
 _MESSAGES: dict[str, dict[str, str]] = {}
 
+# %% ../nbs/00_core.ipynb #36cc99d2
 def register_messages(msgs:dict # コード → {'ja': 文言, 'en': 文言}。文言は `str.format` の書式
                      ) -> None:
     "メッセージカタログにコード付きの文言（日本語と英語）を登録する"
@@ -23,10 +24,12 @@ def register_messages(msgs:dict # コード → {'ja': 文言, 'en': 文言}。�
         if not {'ja','en'} <= set(d): raise ValueError(f"message {code!r} needs both 'ja' and 'en'")
         _MESSAGES[code] = dict(d)
 
+# %% ../nbs/00_core.ipynb #60514985
 def lang() -> str:
     "表示言語: `COLAB_DPO_LANG=en` なら 'en'、それ以外は 'ja'"
     return 'en' if os.environ.get('COLAB_DPO_LANG', 'ja').strip().lower().startswith('en') else 'ja'
 
+# %% ../nbs/00_core.ipynb #810837cc
 def msg(code:str, # メッセージコード
         **kw      # 文言に埋め込む値
        ) -> str:  # 現在の言語の文言
@@ -41,12 +44,16 @@ _CTX_LABELS = dict(file=('ファイル','file'), line=('行','line'), row=('行�
                    arg=('引数','argument'), model=('モデル','model'), option=('オプション','option'))
 
 register_messages({f'core.ctx.{k}': dict(ja=j, en=e) for k,(j,e) in _CTX_LABELS.items()})
+
+# %% ../nbs/00_core.ipynb #b38930a5
 register_messages({'core.ctx_wrap': dict(ja='（{parts}）', en=' ({parts})'), 'core.ctx_sep': dict(ja='、', en=', ')})
 
+# %% ../nbs/00_core.ipynb #1db1e00e
 def _ctx_str(ctx:dict) -> str:
     parts = [f"{msg('core.ctx.'+k)}: {v}" for k,v in ctx.items() if v is not None and k in _CTX_LABELS]
     return msg('core.ctx_wrap', parts=msg('core.ctx_sep').join(parts)) if parts else ''
 
+# %% ../nbs/00_core.ipynb #7ad90944
 class ColabDPOError(Exception):
     "colab-dpo のすべての例外の基底。`code` は変わらない識別子、`context` は直す場所"
     def __init__(self, code:str, *, file=None, line=None, row=None, field=None, arg=None, model=None, option=None, **kw):
@@ -63,16 +70,19 @@ class ColabDPOError(Exception):
     def __str__(self): return f"[{self.code}] {self.message}"
     def to_dict(self) -> dict: return dict(code=self.code, message=self.message, **{k:str(v) for k,v in self.context.items()})
 
+# %% ../nbs/00_core.ipynb #d6afe964
 class CompatError(ColabDPOError):     "インストール済みの TRL / transformers で実現できない指定"
 class DataFormatError(ColabDPOError): "選好データの形式・内容の誤り"
 class ModelLoadError(ColabDPOError):  "モデルやトークナイザーを読み込めない"
 class ConfigError(ColabDPOError):     "レシピや引数の誤り"
 class TrainingError(ColabDPOError):   "学習の失敗（OOM、NaN など）"
 
+# %% ../nbs/00_core.ipynb #69c78dbf
 class ColabDPOWarning(UserWarning):
     "回復できる問題の警告（代替モデルを使った、行を飛ばした、など）。`code` 付き"
     def __init__(self, code:str, **kw): self.code,self.kw = code,kw; super().__init__(f"[{code}] {msg(code, **kw)}")
 
+# %% ../nbs/00_core.ipynb #d95d5766
 def warn(code:str, # メッセージコード
          stacklevel:int=2, **kw):
     "カタログの文言で `ColabDPOWarning` を出す"
@@ -89,6 +99,7 @@ def exception_chain(e:BaseException # たどる例外
 # %% ../nbs/00_core.ipynb #cdbf46b8
 register_messages({'cli.error': dict(ja='エラー [{err}]: {text}', en='error [{err}]: {text}')})
 
+# %% ../nbs/00_core.ipynb #48eda3a1
 def cli_errors(f):
     "CLI の入口を包み、`ColabDPOError` を日本語のメッセージと終了コードに、読み手が先に閉じたパイプ（`--json | head`）を静かな終了に変えるデコレーター"
     if getattr(f, '__wrapped__', None) and getattr(f, '__code__', None) and f.__code__.co_filename == inspect.getfile(call_parse):

@@ -31,6 +31,7 @@ _WS_CHARS = ''.join(chr(i) for i in range(0x3001) if chr(i).isspace()) + '\u200b
 _BAD_UNI = '[\ud800-\udfff\ufffd]'
 _BAD_RE = re.compile(_BAD_UNI)
 
+# %% ../nbs/02_data.ipynb #2998b73d
 def _special_tokens(tok) -> list[str]:
     "トークナイザーの特殊トークン（all_special_tokens と special な追加トークン）"
     if tok is None: return []
@@ -38,6 +39,7 @@ def _special_tokens(tok) -> list[str]:
     ts |= {t.content for t in (getattr(tok, 'added_tokens_decoder', None) or {}).values() if getattr(t, 'special', False)}
     return sorted(t for t in ts if isinstance(t, str) and len(t.strip()) >= 3)
 
+# %% ../nbs/02_data.ipynb #b622c76b
 class _Checker:
     "テンプレートの名残（特殊トークン）と壊れた文字を速く探す。<s> のように HTML に似たものは文頭・文末だけ"
     def __init__(self, extra=()):
@@ -64,6 +66,7 @@ class _Checker:
             except UnicodeEncodeError: pass
         m = _BAD_RE.search(t); return (m.start(), m.group())
 
+# %% ../nbs/02_data.ipynb #1e94185d
 def _blank(t:str) -> bool: return not t.strip(_WS_CHARS)
 
 # %% ../nbs/02_data.ipynb #fc88488a
@@ -93,6 +96,7 @@ def _check_row(p, c, j, conv:bool, chk:_Checker):
     for f,t in (('chosen', ct), ('rejected', jt)):
         if (len(pt) >= 8 and t.startswith(pt)) or (len(pt) >= 30 and pt in t): raise _Bad('data.prompt_in_response', f)
 
+# %% ../nbs/02_data.ipynb #c90a0ffd
 def _row_key(p, c, j, conv):
     if not conv: return (p, c, j)
     return tuple(tuple((m['role'], m['content']) for m in v) for v in (p, c, j))
@@ -109,6 +113,7 @@ def _as_tokenizer(tokenizer):
     except (OSError, ValueError, KeyError) as e:
         raise ModelLoadError('data.tokenizer_load_failed', model=str(tokenizer), name=str(tokenizer), reason=str(e).split('\n')[0][:300]) from None
 
+# %% ../nbs/02_data.ipynb #c4d80b74
 def token_lengths(tok,                    # トークナイザー（fast なら一括エンコード）
                   texts:list[str],         # 数える文章
                   add_special_tokens:bool=False, # BOS などを付けて数えるか
@@ -142,6 +147,7 @@ def _render(tok, convs:list, gen:bool, on_error) -> list:
                 except TemplateError as e: on_error(i+k, e); out.append(None)
     return out
 
+# %% ../nbs/02_data.ipynb #2b099430
 def _conv_token_lengths(tok, P, C, R, on_error):
     "会話形式のトークン数: プロンプト（生成の合図まで）と、応答はプロンプトとの差分"
     import numpy as np
@@ -166,7 +172,10 @@ def _describe(a) -> dict:
     if len(a) == 0: return dict(mean=0.0, median=0.0, p95=0.0, max=0)
     return dict(mean=round(float(np.mean(a)), 1), median=float(np.median(a)), p95=round(float(np.percentile(a, 95)), 1), max=int(np.max(a)))
 
+# %% ../nbs/02_data.ipynb #6bbf4446
 _JA_TABLE = None
+
+# %% ../nbs/02_data.ipynb #d3a33b13
 def _ja_table():
     "BMP の文字ごとに 1=日本語の文字、2=空白以外 のビットを持つ表（一度だけ作る）"
     global _JA_TABLE
@@ -178,8 +187,10 @@ def _ja_table():
         _JA_TABLE = t
     return _JA_TABLE
 
+# %% ../nbs/02_data.ipynb #d7a65f16
 _JA_RE = re.compile('[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u3005]')
 
+# %% ../nbs/02_data.ipynb #6a6e5379
 def _ja_stats(texts:list[str]) -> tuple[float, int]:
     "日本語の文字（かな・漢字）の割合（空白を除く全文字のうち）と、日本語を 1 文字も含まない行の数"
     import numpy as np
@@ -214,9 +225,12 @@ _L = dict(
     ja=('日本語の文字の割合: {x:.0%}（日本語を含まない行 {n}）', 'Japanese characters: {x:.0%} (rows without Japanese: {n})'),
     issues=('問題（先頭 {k} 件 / 全 {n} 件）', 'Issues (first {k} of {n})'),
     more=('…ほか {n} 件は .report["issues"] にあります', '… {n} more in .report["issues"]'))
+
+# %% ../nbs/02_data.ipynb #93f5e51a
 register_messages({f'data.l.{k}': dict(ja=j, en=e) for k,(j,e) in _L.items()})
 def _t(key, **kw) -> str: return msg(f'data.l.{key}', **kw)
 
+# %% ../nbs/02_data.ipynb #4784dc62
 @patch
 def summary(self:PreferenceData, md:bool=False, max_issues:int=10) -> str:
     "件数・形式・統計・問題を日本語（COLAB_DPO_LANG=en なら英語）でまとめる"
@@ -272,12 +286,14 @@ def _validate(recs:list, raw:_Rows, spec:dict, chk:_Checker, iss:_Issues) -> tup
         P.append(p); C.append(c); R.append(j); where.append(i)
     return P, C, R, where, ties, dups
 
+# %% ../nbs/02_data.ipynb #ace271b1
 def _where_first(raw:_Rows, i0:int, i:int) -> str:
     "重複の元の行を「3 行目」「a.jsonl の 3 行目」の形で"
     n0,f0 = raw.lines[i0] or raw.rows[i0], raw.files[i0]
     pre = '' if f0 == raw.files[i] else msg('data.d.file_of', name=Path(str(f0)).name)
     return msg('data.d.row', pre=pre, n=n0)
 
+# %% ../nbs/02_data.ipynb #82e6a354
 @patch
 def loc(self:_Rows, i:int) -> dict: return dict(file=self.files[i], line=self.lines[i], row=self.rows[i])
 
@@ -317,6 +333,7 @@ def _stats(P, C, R, conv:bool, lengths:dict, max_length, dups:int) -> dict:
     s['japanese_ratio'],s['rows_without_japanese'] = _ja_stats([a + '\n' + b + '\n' + c for a,b,c in zip(*T)])
     return s
 
+# %% ../nbs/02_data.ipynb #254d2e2f
 def _to_dataset(P, C, R):
     "列から `datasets.Dataset` を作る（pyarrow で直接作ると from_dict の 2 倍以上速く、型は同じ）"
     import datasets, pyarrow as pa
@@ -324,6 +341,7 @@ def _to_dataset(P, C, R):
     try: return datasets.Dataset(pa.table({k:pa.array(v, pa.string() if isinstance(v[0], str) else None) for k,v in d.items()}))
     except pa.ArrowCapacityError: return datasets.Dataset.from_dict(d)  # 2 GB を超える文字列の列は datasets に分割させる
 
+# %% ../nbs/02_data.ipynb #ee421d17
 def _texts(v, conv) -> str: return '\n'.join(m['content'] for m in v) if conv else v
 
 # %% ../nbs/02_data.ipynb #d72e3280
@@ -382,6 +400,7 @@ def load_preferences(source=None,                # パス（ファイル・フ�
 # %% ../nbs/02_data.ipynb #c9e20a02
 _GOOD, _BAD = {'true', '1', 'yes', 'good', 'desirable', 'positive', '👍', '良い', '良', 'はい'}, {'false', '0', 'no', 'bad', 'undesirable', 'negative', '👎', '悪い', '悪', 'いいえ'}
 
+# %% ../nbs/02_data.ipynb #fa42a929
 def _label_bool(v) -> bool:
     "KTO のラベルを True/False にする（読めなければ `_Bad`）"
     if isinstance(v, bool): return v
@@ -389,8 +408,10 @@ def _label_bool(v) -> bool:
     if isinstance(v, str) and v.strip().lower() in _GOOD | _BAD: return v.strip().lower() in _GOOD
     raise _Bad('data.wrong_type', 'label', expected='True/False', got=f'{_tname(v)} {v!r}'[:60], hint='')
 
+# %% ../nbs/02_data.ipynb #26d39e19
 _SENTINEL = '\u2063'   # _check_row の rejected の席を埋める、検査に引っかからない文字（ペアの検査をそのまま使うため）
 
+# %% ../nbs/02_data.ipynb #8b21264f
 def _check_unpaired(p, c, conv:bool, chk:_Checker):
     "ペアと同じ検査・同じコードで 1 行を確かめる（応答の問題は completion のものとして出す）"
     try: _check_row(p, c, [{'role': 'assistant', 'content': _SENTINEL}] if conv else _SENTINEL, conv, chk)
@@ -416,6 +437,7 @@ class UnpairedData(PreferenceData):
         for i in r['issues'][:max_issues]: out.append(li + f"[{i['code']}] " + i['message'])
         return '\n'.join(out)
 
+# %% ../nbs/02_data.ipynb #141a33e0
 _L.update(kto_share=('望ましい行（label=True）の割合: {x:.0%}（{d} 行 / 望ましくない行 {u} 行）', 'Desirable rows (label=True): {x:.0%} ({d} rows / {u} undesirable)'),
           kto_skew=('⚠ 望ましい行と望ましくない行の数が偏っています。KTO では undesirable_weight を {w}（望ましい行数 ÷ 望ましくない行数）前後にして釣り合わせましょう',
                     '⚠ Desirable and undesirable rows are unbalanced. For KTO, set undesirable_weight to about {w} (desirable ÷ undesirable rows)'),
@@ -481,6 +503,7 @@ _PL = dict(prompt=('プロンプト', 'prompt'), chosen=('chosen（選ばれた�
            total=('プロンプト＋長い方の応答', 'prompt + longer answer'), rows=('行数', 'rows'), title=('長さの分布（{u}）', 'Length distribution ({u})'))
 register_messages({f'data.plot.{k}': dict(ja=j, en=e) for k,(j,e) in _PL.items()})
 
+# %% ../nbs/02_data.ipynb #c0dce6d6
 @patch
 def plot(self:PreferenceData, by:str|None=None, # 'tokens' か 'chars'。None ならトークン数があればトークン数
          bins:int=40):                           # ヒストグラムの区間の数
@@ -542,12 +565,14 @@ def pretruncate_prompts(ds,                   # `PreferenceData` または `data
 # %% ../nbs/02_data.ipynb #01ab5738
 SAMPLES = dict(standard='sample_dpo_dataset.jsonl', conversational='sample_dpo_conversational.jsonl')
 
+# %% ../nbs/02_data.ipynb #ac7edd48
 def sample_path(kind:str='standard') -> Path:
     "同梱サンプルのパス"
     if kind not in SAMPLES: raise ConfigError('data.bad_argument', arg='kind', value=repr(kind), hint=' / '.join(SAMPLES))
     import importlib.resources
     return Path(str(importlib.resources.files('colab_dpo'))) / 'assets' / SAMPLES[kind]
 
+# %% ../nbs/02_data.ipynb #1b2a63a2
 def load_sample(kind:str='standard', # 'standard'（標準形式）か 'conversational'（会話形式）
                 **kwargs             # `load_preferences` に渡す引数（tokenizer, max_length など）
                ) -> PreferenceData:
@@ -559,6 +584,7 @@ def load_sample(kind:str='standard', # 'standard'（標準形式）か 'conversa
 # %% ../nbs/02_data.ipynb #24ff8601
 _PROMPT_KEYS = ('turns', 'input_text', 'prompt', 'question', 'instruction', 'query', 'input', 'text', 'conversations', 'messages')
 
+# %% ../nbs/02_data.ipynb #6202f97b
 def _prompt_item(v, field):
     "1 件 → 文字列（1 ターン）かメッセージのリスト"
     if isinstance(v, str): return v
@@ -568,6 +594,7 @@ def _prompt_item(v, field):
     if not any(m['role'] == 'user' for m in ms): raise _Bad('data.bad_role', field, detail=msg('data.d.no_user'))
     return ms
 
+# %% ../nbs/02_data.ipynb #b5a86a2c
 def load_prompts(source,                 # パス（JSONL/JSON/CSV/TSV/Parquet/.txt）、文字列や辞書のリスト、Dataset、PreferenceData
                  *,
                  field:str|None=None,    # プロンプトの列名（None なら自動）
@@ -612,12 +639,14 @@ def _parse_mapping(s:str|None) -> dict|None:
     try: return dict(kv.split('=', 1) for kv in s.split(',') if kv.strip())
     except ValueError: raise ConfigError('data.bad_argument', arg='--mapping', value=repr(s), hint=msg('data.d.mapping')) from None
 
+# %% ../nbs/02_data.ipynb #8593b93d
 def _jsonable(o):
     if isinstance(o, dict): return {str(k):_jsonable(v) for k,v in o.items()}
     if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
     if o is None or isinstance(o, (str, int, float, bool)): return o
     return o.item() if hasattr(o, 'item') else str(o)
 
+# %% ../nbs/02_data.ipynb #0606f499
 def check_data(path:str, *, tokenizer=None, max_length=None, format=None, mapping=None, split='train', as_json=False, strict=False, max_rows=None, seed=0) -> int:
     "`colab-dpo-check-data` の本体: 検査して結果を表示し、終了コードを返す"
     p = str(path)
@@ -639,6 +668,7 @@ def check_data(path:str, *, tokenizer=None, max_length=None, format=None, mappin
     else: print(data.summary(max_issues=50))
     return 1 if strict and data.report['issues'] else 0
 
+# %% ../nbs/02_data.ipynb #3fc33220
 @call_parse
 @cli_errors
 def check_data_cli(path:str,             # 検査するファイル・フォルダー（または Hugging Face のデータセット名）

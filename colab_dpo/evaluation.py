@@ -26,12 +26,14 @@ __all__ = ['JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'MIN_PAIRS', 'ja_ratio', 'd
 # %% ../nbs/04_eval.ipynb #5dc2d9df
 _JA = re.compile(r'[\u3000-\u303f\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]')
 
+# %% ../nbs/04_eval.ipynb #2da05ff9
 def ja_ratio(s:str # 文章
             ) -> float: # 空白を除いた文字のうち、ひらがな・カタカナ・漢字・和文の句読点の割合
     "文章の日本語の文字の割合"
     chars = [ch for ch in s if not ch.isspace()]
     return sum(bool(_JA.match(ch)) for ch in chars)/len(chars) if chars else 0.0
 
+# %% ../nbs/04_eval.ipynb #073b4af2
 def distinct_n(s:str, # 文章
                n:int=2 # n-gram の長さ（文字単位）
               ) -> float: # 異なる n-gram の数 ÷ n-gram の総数（繰り返しが多いほど小さい）
@@ -51,16 +53,19 @@ def prompt_ids(tok,                  # トークナイザー
     if _has_template(tok): return _chat_ids(tok, msgs, gen=True)
     return tok('\n'.join(m['content'] for m in msgs))['input_ids']
 
+# %% ../nbs/04_eval.ipynb #dd705688
 def _eos_ids(model, tok) -> list[int]:
     e = getattr(getattr(model, 'generation_config', None), 'eos_token_id', None)
     ids = e if isinstance(e, (list, tuple)) else [e]
     return list(dict.fromkeys(i for i in [*ids, tok.eos_token_id] if i is not None))
 
+# %% ../nbs/04_eval.ipynb #8445cfa3
 def _decode(tok, ids:list[int]) -> str:
     text = tok.decode(ids, skip_special_tokens=True)
     if '<NL>' in tok.get_vocab(): text = text.replace('<NL>', '\n')  # rinna 系は改行を <NL> で表す
     return text.strip()
 
+# %% ../nbs/04_eval.ipynb #940bfba3
 class _StepBar:
     "generate の streamer: 新しいトークンを 1 つ生成するごとに進捗バーを 1 進める（最初の put はプロンプト）"
     def __init__(self, bar, steps:int): self.bar, self.steps, self.n = bar, steps, -1
@@ -69,6 +74,7 @@ class _StepBar:
         self.n += 1
     def end(self): self.bar.update(max(0, self.steps - self.n))   # 全員が早く止まったら残りを埋める
 
+# %% ../nbs/04_eval.ipynb #1e5ae8eb
 def generate_answers(model,                # 因果言語モデル（アダプターの状態はそのまま使う）
                      tok,                  # トークナイザー
                      ids:list[list[int]],  # prompt_ids で作ったプロンプトのトークン ID
@@ -101,10 +107,12 @@ def generate_answers(model,                # 因果言語モデル（アダプ�
 def _prompt_text(p) -> str:
     return p if isinstance(p, str) else next((m['content'] for m in reversed(p) if m['role'] == 'user'), str(p))
 
+# %% ../nbs/04_eval.ipynb #25b91d44
 def _answer_stats(text:str, ids:list[int], reward:float) -> dict:
     return dict(text=text, tokens=len(ids), chars=len(text), ja_ratio=ja_ratio(text), distinct_1=distinct_n(text, 1),
                 distinct_2=distinct_n(text, 2), reward=reward)
 
+# %% ../nbs/04_eval.ipynb #747cff5e
 register_messages({f'eval.r.{k}': dict(ja=j, en=e) for k,j,e in [   # 比較・図・レポートの部品
     ('chars', '長さ（文字）', 'length (characters)'), ('tokens', '長さ（トークン）', 'length (tokens)'), ('ja_ratio', '日本語の文字の割合', 'share of Japanese characters'),
     ('distinct_1', 'distinct-1', 'distinct-1'), ('distinct_2', 'distinct-2', 'distinct-2'), ('reward', '暗黙の報酬', 'implicit reward'), ('empty', '（空）', '(empty)'),
@@ -141,10 +149,12 @@ register_messages({f'eval.r.{k}': dict(ja=j, en=e) for k,j,e in [   # 比較・�
     ('seconds', '- 評価にかかった時間: {s:.1f} 秒', '- evaluation took {s:.1f} s'), ('load', '- 評価の読み込み: {m}', '- evaluation load: {m}'),
     ('ge1', '1 以上にしてください', 'use 1 or more')]})
 
+# %% ../nbs/04_eval.ipynb #956fcaa8
 _STATS = [('chars', '.0f'), ('tokens', '.0f'), ('ja_ratio', '.1%'), ('distinct_1', '.3f'), ('distinct_2', '.3f'), ('reward', '+.4f')]
 
 def _md_cell(s:str) -> str: return s.replace('|', '\\|').replace('\n', '<br>') or msg('eval.r.empty')
 
+# %% ../nbs/04_eval.ipynb #e1099c14
 @dataclass
 class GenerationComparison:
     "テスト用プロンプトへの学習前後の回答と、その指標"
@@ -183,6 +193,7 @@ class GenerationComparison:
               for i,r in enumerate(self.rows)]
         return self.summary_markdown() + '\n\n' + '\n'.join(t)
 
+# %% ../nbs/04_eval.ipynb #fe0c2da1
 def compare_generations(model,                  # LoRA アダプター付きのモデル（PeftModel）
                         tok,                    # トークナイザー（チャットテンプレート付き）
                         prompts,                # プロンプトのリスト（文字列か会話）、または load_prompt_set に渡せる名前・パス
@@ -227,10 +238,13 @@ JA_PROMPTS = [
     '締め切りに間に合わないとき、上司にどう伝えるのがよいですか。',
     '次の英文を自然な日本語に訳してください：「Practice makes perfect.」',
 ]
+
+# %% ../nbs/04_eval.ipynb #331a188d
 ELYZA_ID = 'elyza/ELYZA-tasks-100'
 MT_BENCH_URL = 'https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data/japanese_mt_bench/question.jsonl'
 _HUB_ID = re.compile(r'^[\w.-]+/[\w.-]+$')
 
+# %% ../nbs/04_eval.ipynb #4b0585fa
 def _download(url:str) -> Path:
     "URL のファイルを一時フォルダに落とす（MT-Bench の JSONL 用）"
     import urllib.request, tempfile
@@ -238,6 +252,7 @@ def _download(url:str) -> Path:
     with urllib.request.urlopen(url, timeout=60) as r: p.write_bytes(r.read())
     return p
 
+# %% ../nbs/04_eval.ipynb #4983e7d6
 def load_prompt_set(src='ja',                # 'ja'（内蔵）、'elyza'、'mt-bench'、ファイルのパス、HF のデータセット名、またはプロンプトのリスト
                     n:int|None=None,         # 先頭から使う数（None で全部）
                     path:str|Path|None=None, # 'elyza'/'mt-bench' を手元のファイルから読むときのパス
@@ -262,11 +277,13 @@ def read_run_card(run_dir:str|Path # run フォルダ
     p = Path(run_dir)/'run_card.json'
     return json.loads(p.read_text(encoding='utf-8')) if p.is_file() else {}
 
+# %% ../nbs/04_eval.ipynb #73dc3cd7
 def _card(card:dict, key:str, default=None):
     for d in (card.get('recipe') or {}, card):
         if isinstance(d, dict) and d.get(key) is not None: return d[key]
     return default
 
+# %% ../nbs/04_eval.ipynb #867fd6de
 def base_model_of(run_dir:str|Path, # run フォルダ
                   card:dict|None=None, # 読み込み済みの run_card（None なら読む）
                  ) -> str:          # 基盤モデルの Hub ID かフォルダ
@@ -296,6 +313,7 @@ def eval_load_choice(base:str|Path,           # 基盤モデル（config.json �
     if shape is None: return _choice('eval.load_given', dict(free=free), precision=prec, quantization=trained, label=trained or prec)
     return eval_quantization(shape, free, trained, prec, seq_len)
 
+# %% ../nbs/04_eval.ipynb #68ef86ea
 def load_run(run_dir:str|Path,                 # run フォルダ
              quantization:str|None='auto',     # 'auto'（GPU で 16bit が収まれば 16bit、でなければ run_card の量子化。CPU なら None）、'4bit'、'8bit'、None
             ) -> tuple:                        # (PeftModel, トークナイザー, run_card。run_card['eval_load'] に読んだ精度と理由)
@@ -351,6 +369,7 @@ def wilson(k:float, # 成功の数（引き分けを 0.5 と数えるなら小�
     c, h = (p + z*z/(2*n))/d, z*math.sqrt(p*(1 - p)/n + z*z/(4*n*n))/d
     return (max(0.0, c - h), min(1.0, c + h))
 
+# %% ../nbs/04_eval.ipynb #8186320e
 def mcnemar_p(b:int, # 学習前は正解で学習後に不正解になったペアの数
               c:int, # 学習前は不正解で学習後に正解になったペアの数
              ) -> float: # 両側の正確な p 値（食い違いが無ければ 1.0）
@@ -360,6 +379,7 @@ def mcnemar_p(b:int, # 学習前は正解で学習後に不正解になったペ
     tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
     return min(1.0, 2*tail)
 
+# %% ../nbs/04_eval.ipynb #ce0e4ce8
 def pairs_needed(acc:float, # 見込む正解率（0.5 より大きいこと）
                  cap:int=100_000, # 探索の上限
                 ) -> int|None: # Wilson 区間の下限が 50% を超える最小のペア数（acc ≤ 0.5 なら None）
@@ -373,6 +393,7 @@ def pairs_needed(acc:float, # 見込む正解率（0.5 より大きいこと）
 # %% ../nbs/04_eval.ipynb #d4f2a1b3
 def _wins(a, b) -> list[float]: return [1.0 if x > y else 0.5 if x == y else 0.0 for x,y in zip(a, b)]
 
+# %% ../nbs/04_eval.ipynb #033017f1
 def preference_stats(pref:PreferenceEval, # preference_eval の結果
                     ) -> dict: # n、logp_accuracy_before/after（と _ci）、reward_accuracy（と _ci）、margin_mean、change_p_value、pairs_needed
     "保留データの選好の評価を、区間と検定つきの固定のキーにまとめる"
@@ -410,6 +431,10 @@ register_messages({
         en='{empty} of {n} {side} answers are empty and {degenerate} are repetitive. This is typical of a random or over-trained model (the generation metrics are not meaningful)'),
     'eval.health_ok': dict(ja='学習は健全です: {n} 回分の記録に問題のしるしは見つかりませんでした',
                            en='The run looks healthy: no warning signs in {n} logs'),
+})
+
+# %% ../nbs/04_eval.ipynb #0dbf0762
+register_messages({
     'eval.health_issues': dict(ja='学習の記録に確認すべき点が {n} 件あります: {codes}',
                                en='{n} point(s) to check in the training log: {codes}'),
     'eval.health_unknown': dict(ja='学習の記録がないため、健全性は判断できません', en='No training log, so the run health cannot be judged'),
@@ -420,6 +445,7 @@ register_messages({
 # %% ../nbs/04_eval.ipynb #a7d3c1e9
 MIN_PAIRS = 10  # これより少ない保留データでは、効果がない・逆効果とも言わない
 
+# %% ../nbs/04_eval.ipynb #adf23a0c
 def _verdict_code(ps:dict) -> str:
     lo, hi = ps['reward_accuracy_ci']
     up, down = ps['logp_accuracy_after'] > ps['logp_accuracy_before'], ps['logp_accuracy_after'] < ps['logp_accuracy_before']
@@ -429,6 +455,7 @@ def _verdict_code(ps:dict) -> str:
     if ps['n'] < MIN_PAIRS or ps['reward_accuracy'] > 0.5: return 'eval.verdict_inconclusive'
     return 'eval.verdict_no_effect'
 
+# %% ../nbs/04_eval.ipynb #87070903
 def verdict(pref:PreferenceEval|None=None,        # preference_eval の結果
             gens:GenerationComparison|None=None,  # compare_generations の結果
            ) -> tuple[str, str]:                  # (コード, 文言)
@@ -445,8 +472,10 @@ def verdict(pref:PreferenceEval|None=None,        # preference_eval の結果
         return 'eval.verdict_gen_only', msg('eval.verdict_gen_only', **kw)
     return 'eval.verdict_unknown', msg('eval.verdict_unknown')
 
+# %% ../nbs/04_eval.ipynb #c116fc34
 def _degenerate(text:str) -> bool: return len(text) >= 12 and distinct_n(text, 2) < 0.3
 
+# %% ../nbs/04_eval.ipynb #ff2d2cd1
 def generation_flags(gens:GenerationComparison|None, # compare_generations の結果
                     ) -> dict: # 学習前・学習後それぞれの空の回答とくり返しの数、その注意文（問題がなければ空）
     "空の回答・くり返しだけの回答を数えて、注意文をつける"
@@ -459,6 +488,7 @@ def generation_flags(gens:GenerationComparison|None, # compare_generations の�
             notes.append(msg('eval.empty_generations', side=label, n=len(t), empty=d[f'empty_{side}'], degenerate=d[f'degenerate_{side}']))
     return dict(d, notes=notes)
 
+# %% ../nbs/04_eval.ipynb #b5aba02c
 def health(notes:Notes|None, # interpret_history の結果（None は記録なし）
            n_logs:int=0,     # 学習の記録の回数
           ) -> tuple[str, str]: # (コード, 文言)
@@ -477,6 +507,7 @@ def _jsonable(o):
     if isinstance(o, float) and not math.isfinite(o): return None
     return o
 
+# %% ../nbs/04_eval.ipynb #c0f977d1
 @dataclass
 class EvalReport:
     "evaluate_run の結果: レポートの Markdown と JSON、図のファイル"
@@ -494,18 +525,21 @@ class EvalReport:
             md = md.replace(f'({Path(p).name})', f'(data:image/png;base64,{b64})')
         return md
 
+# %% ../nbs/04_eval.ipynb #fb941e16
 def _base_name(run:Path, card:dict, model) -> str:
     "レポートに書く基盤モデルの名前（run フォルダにアダプターがなければ、渡されたモデルのアダプター設定から）"
     if card or (run/'adapter'/'adapter_config.json').is_file(): return base_model_of(run, card)
     c = next(iter(getattr(model, 'peft_config', {}).values()), None)
     return getattr(c, 'base_model_name_or_path', None) or '?'
 
+# %% ../nbs/04_eval.ipynb #69702e75
 def _preference_block(pref:PreferenceEval|None) -> dict:
     "report.json の preference: 固定のキー（preference_stats）と、元の集計・ペアごとの値"
     if pref is None: return dict(n=0, logp_accuracy_before=None, logp_accuracy_after=None, reward_accuracy=None, reward_accuracy_ci=None,
                                  margin_mean=None, change_p_value=None)
     return dict(preference_stats(pref), **pref.to_dict())
 
+# %% ../nbs/04_eval.ipynb #265ee03a
 def _stats_md(p:dict) -> str:
     if not p.get('n'): return ''
     ci = lambda k: msg('eval.r.ci', x=p[k], lo=p[k+'_ci'][0], hi=p[k+'_ci'][1])
@@ -513,6 +547,7 @@ def _stats_md(p:dict) -> str:
                       msg('eval.r.st_after', v=ci('logp_accuracy_after')), msg('eval.r.st_p', p=p['change_p_value']),
                       msg('eval.r.st_acc', v=ci('reward_accuracy')), msg('eval.r.st_margin', m=p['margin_mean'])])
 
+# %% ../nbs/04_eval.ipynb #a424cafd
 def _report_md(run:Path, d:dict, notes, pref, gens, figs:dict) -> str:
     R = lambda k, **kw: msg('eval.r.'+k, **kw)
     L = [R('title'), '', f"- run: `{run}`", R('base', m=d['base_model'], beta=d['beta']), R('ref'), '',
@@ -529,6 +564,7 @@ def _report_md(run:Path, d:dict, notes, pref, gens, figs:dict) -> str:
     L += [R('h_read'), '', R('read1'), R('read2'), R('seconds', s=d['seconds']), *([R('load', m=d['load']['message'])] if d.get('load') else []), '']
     return '\n'.join(L)
 
+# %% ../nbs/04_eval.ipynb #09b37967
 def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_card.json、log_history.json）か train_dpo の結果
                  prompts=None,              # テスト用プロンプト（load_prompt_set に渡せるもの。None なら内蔵の日本語セット）
                  data=None,                 # 保留の選好データ（None なら run_card の eval_data、それも無ければ選好評価なし）
@@ -582,6 +618,7 @@ register_messages({'eval.summary': dict(ja='効果: {verdict}\n健全性: {healt
                    'eval.report_at': dict(ja='評価レポート: {path}', en='Evaluation report: {path}'),
                    'eval.report_file': dict(ja='レポート: {path}', en='Report: {path}')})
 
+# %% ../nbs/04_eval.ipynb #a1fd9d63
 @call_parse
 @cli_errors
 def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）。無ければ eval.missing_run_dir

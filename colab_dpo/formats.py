@@ -29,6 +29,7 @@ _ALIASES = dict(
 
 def _norm_key(k) -> str: return re.sub(r'[\s-]+', '_', str(k).strip().lstrip('\ufeff').strip()).lower()
 
+# %% ../nbs/02b_formats.ipynb #aff6464d
 def _column_map(keys:Counter, mapping:dict|None) -> dict:
     "元の列名 → 使う列名の対応表（mapping、表記ゆれ、別名の順）"
     ren = {}
@@ -70,11 +71,16 @@ FORMATS = {
  'labeled': ('二つの応答と、どちらが良いかのラベル', 'two answers with a preference label'),
  'unpaired': ('ペアでない評価（prompt・completion・label が True/False。KTO 用）', 'unpaired feedback (prompt, completion, label True/False; for KTO)'),
 }
+
+# %% ../nbs/02b_formats.ipynb #86f34f19
 register_messages({f'data.fmt.{k}': dict(ja=j, en=e) for k,(j,e) in FORMATS.items()})
 
+# %% ../nbs/02b_formats.ipynb #50d20570
 class _Bad(Exception):
     "1 行の問題（コード・フィールド・文言の値）"
     def __init__(self, code, field=None, **kw): self.code,self.field,self.kw = code,field,kw
+
+# %% ../nbs/02b_formats.ipynb #71309300
 class _Tie(Exception): "同点でペアにできない行"
 
 _TN = {str:('文字列','a string'), list:('リスト','a list'), dict:('辞書','an object'), int:('整数','an integer'),
@@ -83,11 +89,13 @@ def _tn(t:type) -> str: return msg(f'data.d.{t.__name__}')
 def _tname(v) -> str: return _tn(type(v)) if type(v) in _TN else type(v).__name__
 def _hint(kind:str) -> str: return msg(f'data.d.h_{kind}')
 
+# %% ../nbs/02b_formats.ipynb #3c55fda7
 def _get(r:dict, k:str):
     v = r.get(k)
     if v is None or (isinstance(v, float) and math.isnan(v)): raise _Bad('data.missing_field', k, hint=_hint('missing'))
     return v
 
+# %% ../nbs/02b_formats.ipynb #efffda76
 def _text(r:dict, k:str) -> str:
     v = _get(r, k)
     if not isinstance(v, str): raise _Bad('data.wrong_type', k, expected=_tn(str), got=_tname(v), hint=_hint('type'))
@@ -98,6 +106,7 @@ _ROLES = {'user':'user', 'human':'user', 'prompter':'user', 'ユーザー':'user
           'gpt':'assistant', 'bot':'assistant', 'model':'assistant', 'ai':'assistant', 'chatgpt':'assistant',
           'アシスタント':'assistant', 'system':'system', 'システム':'system'}
 
+# %% ../nbs/02b_formats.ipynb #f32316c0
 def _msg(m, field:str) -> dict:
     if not isinstance(m, dict): raise _Bad('data.wrong_type', field, expected='{"role", "content"}', got=_tname(m), hint=_hint('msg'))
     role = next((m[k] for k in ('role', 'from', 'speaker') if m.get(k) is not None), None)
@@ -111,6 +120,7 @@ def _msg(m, field:str) -> dict:
     if not isinstance(content, str): raise _Bad('data.wrong_type', f'{field}.content', expected=_tn(str), got=_tname(content), hint=_hint('msg'))
     return {'role': r, 'content': content}
 
+# %% ../nbs/02b_formats.ipynb #162990ba
 def _msgs(v, field:str, role:str) -> list:
     "文字列・メッセージ 1 つ・メッセージのリスト → メッセージのリスト"
     if isinstance(v, str): return [{'role': role, 'content': v}]
@@ -123,12 +133,14 @@ def _msgs(v, field:str, role:str) -> list:
 _TURN = re.compile(r'(?:\A|\n)[ \t]*(Human|User|ユーザー|人間|Assistant|アシスタント)[:：][ \t]?')
 _USER_MARK = {'Human', 'User', 'ユーザー', '人間'}
 
+# %% ../nbs/02b_formats.ipynb #9ce8c7ac
 def _transcript(s:str) -> list|None:
     "'\\n\\nHuman: …\\n\\nAssistant: …' → メッセージのリスト（書き起こしでなければ None）"
     parts = _TURN.split(s)
     if len(parts) < 3 or parts[0].strip(): return None
     return [{'role': 'user' if who in _USER_MARK else 'assistant', 'content': t.strip()} for who,t in zip(parts[1::2], parts[2::2])]
 
+# %% ../nbs/02b_formats.ipynb #1fd78150
 def _split_common(c:list, j:list) -> tuple:
     "二つの会話の共通の先頭をプロンプトに（TRL の `extract_prompt` と同じ考え方）"
     i = 0
@@ -137,6 +149,7 @@ def _split_common(c:list, j:list) -> tuple:
     if i == 0: raise _Bad('data.no_common_prompt', 'prompt')
     return c[:i], c[i:], j[i:]
 
+# %% ../nbs/02b_formats.ipynb #24d1990e
 def _n_implicit(r, spec):
     c,j = _text(r, 'chosen'), _text(r, 'rejected')
     if spec['conv']:
@@ -148,6 +161,7 @@ def _n_implicit(r, spec):
     if cut == 0 or not c[:cut].strip(): raise _Bad('data.no_common_prompt', 'prompt')
     return c[:cut], c[cut:], j[cut:]
 
+# %% ../nbs/02b_formats.ipynb #9dcc84cd
 def _n_implicit_conv(r, spec):
     return _split_common(_msgs(_get(r, 'chosen'), 'chosen', 'assistant'), _msgs(_get(r, 'rejected'), 'rejected', 'assistant'))
 
@@ -156,20 +170,25 @@ def _n_standard(r, spec):
     p,c,j = r.get('prompt'), r.get('chosen'), r.get('rejected')
     if type(p) is str and type(c) is str and type(j) is str: return p, c, j
     return _text(r, 'prompt'), _text(r, 'chosen'), _text(r, 'rejected')
+
+# %% ../nbs/02b_formats.ipynb #c562954d
 def _n_conv(r, spec):
     return _msgs(_get(r, 'prompt'), 'prompt', 'user'), _msgs(_get(r, 'chosen'), 'chosen', 'assistant'), _msgs(_get(r, 'rejected'), 'rejected', 'assistant')
 
+# %% ../nbs/02b_formats.ipynb #8ac377ee
 def _n_sharegpt(r, spec):
     p = _msgs(_get(r, spec['conv_key']), spec['conv_key'], 'user')
     s = r.get('system')
     if isinstance(s, str) and s.strip() and p[0]['role'] != 'system': p = [{'role': 'system', 'content': s}] + p
     return p, _msgs(_get(r, 'chosen'), 'chosen', 'assistant'), _msgs(_get(r, 'rejected'), 'rejected', 'assistant')
 
+# %% ../nbs/02b_formats.ipynb #adec99bb
 def _alpaca_prompt(r) -> str:
     ins,inp = _text(r, 'instruction'), r.get('input')
     if inp is not None and not isinstance(inp, str): raise _Bad('data.wrong_type', 'input', expected=_tn(str), got=_tname(inp), hint='')
     return ins + ('\n\n' + inp if inp and inp.strip() else '')
 
+# %% ../nbs/02b_formats.ipynb #05019b2d
 def _n_alpaca(r, spec):
     p = _alpaca_prompt(r)
     if 'chosen' in r or 'rejected' in r: c,j = _text(r, 'chosen'), _text(r, 'rejected')
@@ -199,6 +218,7 @@ _TIES = {'tie', 'draw', 'equal', 'same', 'both', 'tie_(bothbad)', 'tie_(both_bad
 _LBL_A = {'a', 'response_a', 'model_a', 'answer_a', 'first', '1st', 'left', '前者'}
 _LBL_B = {'b', 'response_b', 'model_b', 'answer_b', 'second', '2nd', 'right', '後者'}
 
+# %% ../nbs/02b_formats.ipynb #3775119f
 def _pair_spec(keys) -> dict|None:
     "二つの応答＋スコア／ラベルの列を探す"
     for pre in _ANS_PRE:
@@ -220,6 +240,7 @@ def _pair_spec(keys) -> dict|None:
         return dict(format='scored', list=lk, scores=None)   # 各要素が {"text", "score"} の辞書
     return None
 
+# %% ../nbs/02b_formats.ipynb #00bfabbf
 def _num(v, field):
     if isinstance(v, str):
         try: v = float(v.strip())
@@ -228,6 +249,7 @@ def _num(v, field):
     if isinstance(v, bool) or not isinstance(v, (int, float)): raise _Bad('data.wrong_type', field, expected=_tn(float), got=_tname(v), hint='')
     return v
 
+# %% ../nbs/02b_formats.ipynb #13b88a67
 def _label(v, field, one_based=False) -> int:
     "ラベル → 良い方の位置（0 か 1）。同点なら `_Tie`"
     if v is None or (isinstance(v, float) and math.isnan(v)): raise _Bad('data.missing_field', field, hint='')
@@ -243,6 +265,7 @@ def _label(v, field, one_based=False) -> int:
         if v == int(v) and int(v) - one_based in (0, 1): return int(v) - one_based
     raise _Bad('data.bad_label', field, value=repr(v)[:40])
 
+# %% ../nbs/02b_formats.ipynb #1a475a1d
 def _ans_text(x, field):
     "応答: 文字列、メッセージ、{'text'|'response'|...: 文字列} の辞書"
     if isinstance(x, str): return x
@@ -252,6 +275,7 @@ def _ans_text(x, field):
     if isinstance(x, list): return _msgs(x, field, 'assistant')
     raise _Bad('data.wrong_type', field, expected=_tn(str), got=_tname(x), hint='')
 
+# %% ../nbs/02b_formats.ipynb #19803dd6
 def _prompt_of(r):
     if 'prompt' in r: return _get(r, 'prompt')
     if 'instruction' in r: return _alpaca_prompt(r)
@@ -259,6 +283,7 @@ def _prompt_of(r):
         if k in r: return _get(r, k)
     raise _Bad('data.missing_field', 'prompt', hint=_hint('missing'))
 
+# %% ../nbs/02b_formats.ipynb #77c71a6c
 def _n_pair(r, spec):
     p = _prompt_of(r)
     if 'list' in spec:
@@ -285,6 +310,7 @@ def _n_pair(r, spec):
         w = 0 if sa > sb else 1
     return (p, a, b) if w == 0 else (p, b, a)
 
+# %% ../nbs/02b_formats.ipynb #8ac771c2
 _NORMALISERS = dict(standard=_n_standard, conversational=_n_conv, hh_rlhf_ja=_n_conv, implicit=_n_implicit,
                     implicit_conversational=_n_implicit_conv, sharegpt=_n_sharegpt, alpaca=_n_alpaca, scored=_n_pair, labeled=_n_pair)
 
@@ -302,8 +328,10 @@ def _row_format(r:dict) -> str|None:
     if 'instruction' in r and isinstance(r.get('output'), list): return 'alpaca'
     return None
 
+# %% ../nbs/02b_formats.ipynb #d223f2d3
 def _majority(xs) -> bool: xs = list(xs); return bool(xs) and sum(xs) * 2 > len(xs)
 
+# %% ../nbs/02b_formats.ipynb #23260a2e
 def detect_format(recs:list,          # 列名をそろえた行（辞書）のリスト
                   format:str|None=None # 明示する形式（FORMATS のキー）
                  ) -> dict:            # {'format', 'conv', ...列の対応}

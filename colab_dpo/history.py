@@ -40,6 +40,10 @@ register_messages({
     'eval.skipped_pairs': dict(
         ja='{n} 組のペアを評価から外しました（{reason}）',
         en='{n} pair(s) were left out of the evaluation ({reason})'),
+})
+
+# %% ../nbs/04a_history.ipynb #36bdce50
+register_messages({
     'eval.unknown_prompt_set': dict(
         ja='プロンプト集 "{src}" が分かりません。"ja"（内蔵）、"elyza"、"mt-bench"、ファイルのパス（.txt/.jsonl/.json/.csv）、または文字列のリストを指定してください',
         en='Unknown prompt set "{src}". Use "ja" (built in), "elyza", "mt-bench", a file path (.txt/.jsonl/.json/.csv) or a list of strings'),
@@ -63,6 +67,7 @@ register_messages({
 _ALIASES = {'lr': 'learning_rate', 'global_step': 'step', 'training loss': 'loss', 'train loss': 'loss',
             'validation loss': 'eval_loss', 'rewards/accuracy': 'rewards/accuracies', 'rewards/margin': 'rewards/margins'}
 
+# %% ../nbs/04a_history.ipynb #ad5fefb3
 def norm_key(k:str # 記録の指標名（TRL・transformers・W&B・モデルカード）
             ) -> str: # TRL の名前（評価の指標は `eval_` 付き）
     "出どころや版で違う指標名を TRL の名前にそろえる"
@@ -81,10 +86,12 @@ def _num(v) -> float|None:
         except ValueError: return None
     return None
 
+# %% ../nbs/04a_history.ipynb #9d41ddc0
 def _ckpt_step(p:Path) -> int:
     m = re.search(r'checkpoint-(\d+)$', p.parent.name)
     return int(m.group(1)) if m else -1
 
+# %% ../nbs/04a_history.ipynb #e19b0772
 def history_file(path:str|Path # run フォルダ、チェックポイント、出力フォルダ、または JSON ファイル
                 ) -> Path|None: # 記録のファイル（無ければ None）
     "フォルダの中から学習の記録のファイルを探す"
@@ -96,6 +103,7 @@ def history_file(path:str|Path # run フォルダ、チェックポイント、�
     states = sorted(p.glob('**/checkpoint-*/trainer_state.json'), key=_ckpt_step)
     return states[-1] if states else None
 
+# %% ../nbs/04a_history.ipynb #38428730
 def _raw_history(src) -> list:
     if isinstance(src, (str, Path)):
         f = history_file(src)
@@ -114,6 +122,7 @@ def _raw_history(src) -> list:
         if getattr(src, a, None) is not None: return _raw_history(getattr(src, a))
     raise ColabDPOError('eval.no_history', src=type(src).__name__)
 
+# %% ../nbs/04a_history.ipynb #8275302b
 def load_history(src # Trainer、TrainerState、run/チェックポイントのフォルダ、JSON ファイル、辞書、記録のリスト
                 ) -> list[dict]: # 指標名をそろえ、数値だけを残した記録
     "どこにある学習の記録でも、同じ形（名前をそろえた数値の辞書のリスト）で読む"
@@ -128,6 +137,7 @@ def load_history(src # Trainer、TrainerState、run/チェックポイントの�
 # %% ../nbs/04a_history.ipynb #425b0df2
 FAULTS = ('stuck', 'early_perfect', 'displacement', 'collapse', 'explode', 'overfit', 'nan', 'low_lr', 'reversed')
 
+# %% ../nbs/04a_history.ipynb #bef629dd
 def synthetic_history(steps:int=60,          # 学習ステップ数（毎ステップ記録する）
                       faults:tuple|list=(),  # FAULTS から混ぜる症状
                       style:str='trl',       # 'trl'（0.7〜0.28）、'trl1'（0.29 以降の追加指標付き）、'wandb'（train/…、eval/…）
@@ -185,6 +195,7 @@ class HistoryFrames:
     mem:object    # mem/… の列（メモリ監視）
     def __repr__(self): return f"HistoryFrames(train={len(self.train)}, eval={len(self.eval)}, mem={len(self.mem)})"
 
+# %% ../nbs/04a_history.ipynb #0ecbbee2
 def _frame(rows:list[dict]):
     import pandas as pd
     if not rows: return pd.DataFrame(index=pd.Index([], name='step', dtype=float))
@@ -193,6 +204,7 @@ def _frame(rows:list[dict]):
     df = df.replace([float('inf'), float('-inf')], float('nan'))
     return df.groupby('step').last().sort_index()
 
+# %% ../nbs/04a_history.ipynb #5fe6138a
 def history_frames(history # load_history が受け取れるもの
                   ) -> HistoryFrames:
     "学習の記録を、学習・評価・メモリの表に分ける"
@@ -207,6 +219,7 @@ def history_frames(history # load_history が受け取れるもの
 # %% ../nbs/04a_history.ipynb #a758a7ff
 LN2 = math.log(2)
 
+# %% ../nbs/04a_history.ipynb #dc4c71cc
 def ema(values, # 数値の列
         w:float # 平滑化の重み（0 でそのまま、1 に近いほど滑らか）
        ) -> list[float]:
@@ -224,6 +237,8 @@ _PANELS = [('loss', ['loss'], 'loss'), ('rewards', ['rewards/chosen', 'rewards/r
            ('margins', ['rewards/margins'], 'margin'), ('accuracies', ['rewards/accuracies'], 'accuracy'),
            ('logps', ['logps/chosen', 'logps/rejected'], 'logp'), ('lr', ['learning_rate'], 'lr'),
            ('grad_norm', ['grad_norm'], 'norm'), ('memory', 'mem/', 'gb')]
+
+# %% ../nbs/04a_history.ipynb #223a5ff3
 register_messages({f'hist.{k}': dict(ja=j, en=e) for k,j,e in [
     ('title.loss', '損失（loss）', 'loss'), ('title.rewards', '暗黙の報酬（chosen と rejected）', 'implicit reward (chosen and rejected)'),
     ('title.margins', '報酬マージン（chosen − rejected）', 'reward margin (chosen − rejected)'),
@@ -240,6 +255,8 @@ register_messages({f'hist.{k}': dict(ja=j, en=e) for k,j,e in [
     ('train', '{lab}（学習）', '{lab} (train)'), ('eval', '{lab}（評価）', '{lab} (eval)'), ('absent', 'この記録にはありません', 'not in this record'),
     ('ln2', 'ln 2（学習前の値）', 'ln 2 (value before training)'), ('chance', '0.5（当て推量）', '0.5 (chance)'), ('step', 'ステップ', 'step'),
     ('title', '{method} 学習の記録（{last} ステップ、学習 {nt} 回・評価 {ne} 回の記録）', '{method} training record ({last} steps, {nt} training and {ne} evaluation logs)')]})
+
+# %% ../nbs/04a_history.ipynb #898496dc
 _LABELS = {'loss': ('loss', 'loss'), 'rewards/chosen': ('chosen', 'chosen'), 'rewards/rejected': ('rejected', 'rejected'),
            'rewards/margins': ('マージン', 'margin'), 'rewards/accuracies': ('正解率', 'accuracy'), 'logps/chosen': ('chosen', 'chosen'),
            'logps/rejected': ('rejected', 'rejected'), 'learning_rate': ('学習率', 'learning rate'), 'grad_norm': ('勾配ノルム', 'gradient norm'),
@@ -249,6 +266,7 @@ register_messages({f'hist.label.{k}': dict(ja=j, en=e) for k,(j,e) in _LABELS.it
 
 _RAW = ('learning_rate', 'mem/gpu_allocated_gb', 'mem/gpu_reserved_gb', 'mem/gpu_peak_gb', 'mem/rss_gb')  # ならさずに描く
 
+# %% ../nbs/04a_history.ipynb #53d422b9
 def _panel(ax, fr:HistoryFrames, title:str, keys, ylabel:str, smooth:float):
     ax.set_title(msg(f'hist.title.{title}'), fontsize=11); ax.set_ylabel(msg(f'hist.y.{ylabel}')); ax.grid(alpha=0.3)
     src = fr.mem if isinstance(keys, str) else fr.train
@@ -277,6 +295,7 @@ def _panel(ax, fr:HistoryFrames, title:str, keys, ylabel:str, smooth:float):
         if len(g) and g.min() > 0 and g.max()/g.min() > 50: ax.set_yscale('log')
     ax.legend(fontsize=8)
 
+# %% ../nbs/04a_history.ipynb #5454c872
 def plot_history(history_or_dir,               # load_history が受け取れるもの（run フォルダ、Trainer、記録のリストなど）
                  smooth:float=0.6,             # 学習の線の平滑化（0〜1、0 で無し）
                  out_dir:str|Path|None=None,   # PNG の保存先フォルダ（None なら保存しない）
@@ -306,12 +325,14 @@ def history_method(fr:HistoryFrames # `history_frames` の結果
     cols = set(fr.train.columns) | set(fr.eval.columns)
     return 'orpo' if 'log_odds_ratio' in cols else 'kto' if 'kl' in cols else 'simpo' if 'nll_loss' in cols else 'dpo'
 
+# %% ../nbs/04a_history.ipynb #3901fc13
 _METHOD_PANELS = dict(   # 手法ごとに差し替えるグラフ（位置 → 題・指標・縦軸）
     orpo={0: ('orpo_loss', ['loss', 'nll_loss'], 'loss'), 1: ('log_odds_chosen', ['log_odds_chosen'], 'log_odds'),
           2: ('log_odds_ratio', ['log_odds_ratio'], 'log_sigma')},
     simpo={0: ('simpo_loss', ['loss', 'nll_loss'], 'loss')},
     kto={3: ('kl', ['kl'], 'kl')})
 
+# %% ../nbs/04a_history.ipynb #852e6034
 def panels_for(fr:HistoryFrames) -> list:
     "記録の手法に合わせたグラフの並び（DPO なら `_PANELS` のまま）"
     p = list(_PANELS)
@@ -358,6 +379,10 @@ register_messages({
     'eval.overfitting': dict(
         ja='評価 loss が {best_step} ステップ目の {best:.4f} を底に、{last_step} ステップ目には {last:.4f} へ上がっています（同じころの学習 loss は {train:.4f}）。過学習の兆候です。エポックを減らす、{best_step} ステップ付近のチェックポイントを使う、データを増やすことを検討してください',
         en='The eval loss bottomed at {best:.4f} (step {best_step}) and rose to {last:.4f} by step {last_step} (train loss {train:.4f}): overfitting. Train fewer epochs, use the checkpoint near step {best_step}, or add data'),
+})
+
+# %% ../nbs/04a_history.ipynb #a69ea0ac
+register_messages({
     'eval.lr_too_low': dict(
         ja='学習率のピークが {lr:.2g} です。LoRA の DPO ではふつう 5e-6〜5e-5 程度で、この値では LoRA の重みがほとんど動きません（フル学習向けの値を流用していませんか）',
         en='The peak learning rate is {lr:.2g}. LoRA DPO usually needs about 5e-6 to 5e-5; at this value the adapter barely moves (a full fine-tuning value?)'),
@@ -372,13 +397,17 @@ register_messages({
 # %% ../nbs/04a_history.ipynb #7a97cc9e
 _LEVELS = {'error': ('エラー', 'error'), 'warning': ('警告', 'warning'), 'info': ('情報', 'info')}
 register_messages({f'hist.level.{k}': dict(ja=j, en=e) for k,(j,e) in _LEVELS.items()})
+
+# %% ../nbs/04a_history.ipynb #4c6c8106
 register_messages({'hist.no_problems': dict(ja='問題のしるしは見つかりませんでした。', en='No sign of a problem was found.')})
 
+# %% ../nbs/04a_history.ipynb #4602dc14
 def _py(v):
     "numpy の数値などを JSON にできる Python の値にする"
     if hasattr(v, 'item'): v = v.item()
     return v
 
+# %% ../nbs/04a_history.ipynb #0428767a
 @dataclass
 class Note:
     "記録の読み解き 1 件: コード、重さ（'error'/'warning'/'info'）、根拠の数字"
@@ -392,6 +421,7 @@ class Note:
     def __str__(self): return f"[{self.label}] {self.message} ({self.code})"
     def to_dict(self) -> dict: return dict(code=self.code, level=self.level, message=self.message, values=self.values)
 
+# %% ../nbs/04a_history.ipynb #e4e0b243
 class Notes(list):
     "所見のリスト。ノートブックでは箇条書きで表示する"
     @property
@@ -405,13 +435,16 @@ class Notes(list):
 # %% ../nbs/04a_history.ipynb #53f520e0
 _WATCH = ('loss', 'grad_norm', 'rewards/chosen', 'rewards/rejected', 'rewards/margins', 'logps/chosen', 'logps/rejected', 'eval_loss')
 
+# %% ../nbs/04a_history.ipynb #a2aaa755
 def _rule_nan(h, fr):
     bad = [(e.get('step'), k, v) for e in h for k,v in e.items() if k in _WATCH and not math.isfinite(v)]
     if bad: return [Note('eval.nan', 'error', dict(key=bad[0][1], step=int(bad[0][0] or 0), value=str(bad[0][2]), count=len(bad)))]
 
+# %% ../nbs/04a_history.ipynb #9ba7f718
 def _s(df, k):
     return df[k].dropna() if k in df else None
 
+# %% ../nbs/04a_history.ipynb #a73eef4a
 def _rule_stuck(h, fr):
     loss = _s(fr.train, 'loss')
     if loss is None or len(loss) < 5: return
@@ -421,11 +454,13 @@ def _rule_stuck(h, fr):
     return [Note('eval.loss_stuck', 'warning', dict(n=len(tail), loss=tail.mean(), lr=lr.max() if lr is not None and len(lr) else float('nan'),
                                                     margin=m.loc[tail.index[0]:].mean() if m is not None and len(m) else float('nan')))]
 
+# %% ../nbs/04a_history.ipynb #d28992ec
 def _real_acc(fr):
     acc, m = _s(fr.train, 'rewards/accuracies'), _s(fr.train, 'rewards/margins')
     if acc is None: return None
     return acc[m.reindex(acc.index).fillna(1) != 0] if m is not None else acc
 
+# %% ../nbs/04a_history.ipynb #59415340
 def _rule_early_perfect(h, fr):
     acc = _real_acc(fr)
     if acc is None or len(acc) < 5: return
@@ -434,10 +469,12 @@ def _rule_early_perfect(h, fr):
     if early.min() >= 0.99:
         return [Note('eval.acc_early_perfect', 'warning', dict(step=int(early.index[-1]), n=len(early), acc=early.mean()))]
 
+# %% ../nbs/04a_history.ipynb #87745ec6
 def _ends(s):
     k = max(2, len(s)//4)
     return s.iloc[:k].mean(), s.iloc[-k:].mean()
 
+# %% ../nbs/04a_history.ipynb #59d6cbee
 def _rule_displacement(h, fr):
     lc, lr, m = (_s(fr.train, k) for k in ('logps/chosen', 'logps/rejected', 'rewards/margins'))
     if lc is None or m is None or len(lc) < 8: return
@@ -449,6 +486,7 @@ def _rule_displacement(h, fr):
     code, level = ('eval.likelihood_collapse', 'warning') if rel > 0.3 else ('eval.likelihood_displacement', 'info')
     return [Note(code, level, dict(start=c0, end=c1, drop=drop, rel=rel, m0=m0, m1=m1, r0=r0, r1=r1))]
 
+# %% ../nbs/04a_history.ipynb #3cb87d88
 def _rule_grad(h, fr):
     g = _s(fr.train, 'grad_norm')
     if g is None or len(g) < 5: return
@@ -456,6 +494,7 @@ def _rule_grad(h, fr):
     if med > 0 and peak > 10*med and peak > 1.0:
         return [Note('eval.grad_explode', 'warning', dict(step=int(g.idxmax()), peak=peak, median=med, ratio=peak/med))]
 
+# %% ../nbs/04a_history.ipynb #fd6e25e4
 def _rule_overfit(h, fr):
     el, tl = _s(fr.eval, 'loss'), _s(fr.train, 'loss')
     if el is None or len(el) < 3: return
@@ -464,18 +503,22 @@ def _rule_overfit(h, fr):
     tr = tl[tl.index <= last_step].iloc[-1] if tl is not None and len(tl[tl.index <= last_step]) else float('nan')
     return [Note('eval.overfitting', 'warning', dict(best_step=int(best_step), best=best, last_step=int(last_step), last=last, train=tr))]
 
+# %% ../nbs/04a_history.ipynb #08ac7914
 def _rule_lr(h, fr, lora=True):
     lr = _s(fr.train, 'learning_rate')
     if lora and lr is not None and len(lr) and 0 < lr.max() < 1e-6: return [Note('eval.lr_too_low', 'warning', dict(lr=lr.max()))]
 
+# %% ../nbs/04a_history.ipynb #51dcdd9d
 def _rule_reversed(h, fr):
     acc, m = _real_acc(fr), _s(fr.train, 'rewards/margins')
     if acc is None or m is None or len(acc) < 5: return
     a, mm = acc.iloc[-max(2, len(acc)//4):].mean(), m.iloc[-max(2, len(m)//4):].mean()
     if a < 0.4 and mm < -0.05: return [Note('eval.reversed', 'warning', dict(acc=a, margin=mm))]
 
+# %% ../nbs/04a_history.ipynb #ab0d56d5
 _RULES = [_rule_nan, _rule_stuck, _rule_early_perfect, _rule_displacement, _rule_grad, _rule_overfit, _rule_lr, _rule_reversed]
 
+# %% ../nbs/04a_history.ipynb #72d9267d
 def interpret_history(history,        # load_history が受け取れるもの
                       lora:bool=True, # LoRA の学習か（学習率の目安が変わる）
                      ) -> Notes:      # 重い順に並べた所見（健全なら空）
@@ -510,6 +553,7 @@ register_messages({
         en='KTO reward margin (desirable − undesirable) averages {margin:.3f} over the last quarter. Check the label direction (True = desirable)'),
 })
 
+# %% ../nbs/04a_history.ipynb #1687caf9
 def _rule_method(h, fr):
     m, out = history_method(fr), []
     if m in ('orpo', 'simpo') and (n := _s(fr.train, 'nll_loss')) is not None and len(n) >= 8:
@@ -528,4 +572,5 @@ def _rule_method(h, fr):
         if mg is not None and len(mg) >= 5 and _ends(mg)[1] < -0.05: out.append(Note('eval.kto_reversed', 'warning', dict(margin=_ends(mg)[1])))
     return out
 
+# %% ../nbs/04a_history.ipynb #e633ca22
 _RULES.append(_rule_method)

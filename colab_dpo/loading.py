@@ -42,6 +42,7 @@ class ModelSpec:
 _HF = 'https://huggingface.co/'
 MODEL_REGISTRY: dict[str, ModelSpec] = {}
 
+# %% ../nbs/01_loading.ipynb #e27040ec
 def register_model(spec:ModelSpec, # 登録するモデル
                    default:bool=False, # True なら既定の候補の連鎖（DEFAULT_CANDIDATES）の末尾にも加える
                   ) -> ModelSpec:
@@ -50,7 +51,10 @@ def register_model(spec:ModelSpec, # 登録するモデル
     if default and spec.name not in DEFAULT_CANDIDATES: DEFAULT_CANDIDATES.append(spec.name)
     return spec
 
+# %% ../nbs/01_loading.ipynb #4f325001
 DEFAULT_CANDIDATES: list[str] = []
+
+# %% ../nbs/01_loading.ipynb #72a5cca3
 for _s in [
     ModelSpec('SakanaAI/TinySwallow-1.5B-Instruct', 'qwen2', 1.544, 0.233, 32768, 'Apache-2.0 + Gemma Terms of Use（研究開発目的のみ）', 'chatml',
               'Qwen2.5-1.5B-Instruct から TAID で蒸留。bos なし、eos <|im_end|>、pad <|endoftext|>。既定のシステムプロンプトは日本語',
@@ -81,6 +85,8 @@ for _s in [
               sources=('https://docs.m5stack.com/en/stackflow/models/qwen2.5-0.5b-instruct', _HF+'unsloth/Qwen2.5-0.5B-Instruct'),
               unverified=('license (read on derivative cards)',)),
 ]: register_model(_s)
+
+# %% ../nbs/01_loading.ipynb #3859aae5
 DEFAULT_CANDIDATES += ['SakanaAI/TinySwallow-1.5B-Instruct', 'Qwen/Qwen2.5-1.5B-Instruct',
                        'tokyotech-llm/Gemma-2-Llama-Swallow-2b-it-v0.1', 'rinna/japanese-gpt-neox-3.6b-instruction-sft']
 
@@ -91,6 +97,7 @@ def _cfg_get(cfg, *keys, default=None):
         if v is not None: return v
     return default
 
+# %% ../nbs/01_loading.ipynb #60400021
 def count_params(cfg # transformers の設定（`AutoConfig.from_pretrained` の結果）
                 ) -> dict: # total（総数）、embed（埋め込み＋出力層）、linear（量子化される線形層の重み）
     "設定の数値だけからパラメータ数を数える（重みを読まない）"
@@ -115,6 +122,7 @@ def count_params(cfg # transformers の設定（`AutoConfig.from_pretrained` の
 _QUANTS = (None, '4bit', '8bit')
 _BYTES = {'fp16': 2, 'bf16': 2, 'fp32': 4}
 
+# %% ../nbs/01_loading.ipynb #d18fa044
 @dataclass
 class Footprint:
     "読み込みメモリの見積もり"
@@ -122,17 +130,20 @@ class Footprint:
     def __repr__(self): return (f"Footprint({self.params/1e9:.2f}B params, {self.quantization or 'none'}/{self.precision}: "
                                 f"weights {self.weights_gb:.2f} GB, need {self.need_gb:.2f} GB)")
 
+# %% ../nbs/01_loading.ipynb #7d74b619
 def _check_quant(quantization):
     q = None if quantization in (None, 'none', 'None') else str(quantization).lower()
     if q not in _QUANTS: raise ConfigError('load.bad_quantization', arg='quantization', value=quantization)
     return q
 
+# %% ../nbs/01_loading.ipynb #62bef57b
 def _weights_bytes(total:int, linear:int, q, precision:str) -> float:
     d = _BYTES[precision]
     if q is None: return total*d
     per = 1.0 if q == '8bit' else 0.5 + (1 + 4/256)/64
     return linear*per + (total-linear)*d
 
+# %% ../nbs/01_loading.ipynb #83738803
 def estimate_footprint(cfg_or_spec, # transformers の設定か ModelSpec
                        quantization:str|None='4bit', # '4bit' / '8bit' / None
                        precision:str='fp16', # 計算精度 fp16 / bf16 / fp32
@@ -163,11 +174,13 @@ def _precision(precision:str|None=None) -> str:
         return precision
     return decide_precision()
 
+# %% ../nbs/01_loading.ipynb #83e8d252
 def torch_dtype(precision:str): # fp16 / bf16 / fp32
     "精度の名前を torch の dtype にする"
     import torch
     return {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}[precision]
 
+# %% ../nbs/01_loading.ipynb #be4a1f92
 def bnb_config(quantization:str|None='4bit', # '4bit' / '8bit' / None
                precision:str|None=None,      # 計算精度。None なら decide_precision()
               ):
@@ -182,6 +195,7 @@ def bnb_config(quantization:str|None='4bit', # '4bit' / '8bit' / None
 # %% ../nbs/01_loading.ipynb #5cf93ebd
 _PAD_CANDIDATES = ('<|finetune_right_pad_id|>', '<pad>', '[PAD]', '<|pad|>', '<|endoftext|>', '<|reserved_special_token_0|>')
 
+# %% ../nbs/01_loading.ipynb #29242340
 def _fix_pad(tok) -> str|None:
     eos = tok.eos_token
     if tok.pad_token is not None and tok.pad_token != eos: return None
@@ -191,6 +205,7 @@ def _fix_pad(tok) -> str|None:
     if tok.unk_token is not None and tok.unk_token != eos: tok.pad_token = tok.unk_token; return f'pad=unk({tok.unk_token})'
     tok.add_special_tokens({'pad_token': '<|pad|>'}); return 'pad=<|pad|>(added)'
 
+# %% ../nbs/01_loading.ipynb #b793154f
 def bos_info(tok # トークナイザー
             ) -> dict: # bos, adds_bos（自動で付けるか）, template_bos（テンプレートが書くか）, double_bos_risk
     "BOS の扱いを調べる（書き換えはしない）"
@@ -199,6 +214,7 @@ def bos_info(tok # トークナイザー
     tb = 'bos_token' in (tok.chat_template or '') or (tok.bos_token is not None and tok.bos_token in (tok.chat_template or ''))
     return dict(bos=tok.bos_token, adds_bos=adds, template_bos=tb, double_bos_risk=adds and tb)
 
+# %% ../nbs/01_loading.ipynb #97e222ba
 @contextlib.contextmanager
 def padding_side(tok, side:str='left'):
     "一時的に padding の向きを変える（まとめて生成するときは 'left'）"
@@ -229,12 +245,14 @@ def fix_tokenizer(tok,                   # 直すトークナイザー（その�
 # %% ../nbs/01_loading.ipynb #f88e1c0f
 _SP_FILES = ('spiece.model', 'tokenizer.model', 'sentencepiece.bpe.model')
 
+# %% ../nbs/01_loading.ipynb #fb0f5328
 def _sp_file(path:Path) -> Path|None:
     if path.is_file() and path.suffix == '.model': return path
     if path.is_dir() and not (path/'tokenizer.json').exists():
         return next((path/f for f in _SP_FILES if (path/f).exists()), None)
     return None
 
+# %% ../nbs/01_loading.ipynb #c2eeff2f
 def _slow_sentencepiece(path:Path, sp:Path):
     "transformers 5 でも SentencePiece の遅いトークナイザーとして読む"
     import transformers
@@ -256,6 +274,7 @@ def _load_tokenizer(name_or_path, spec=None, use_fast=None, trust_remote_code=Fa
         tok = AutoTokenizer.from_pretrained(str(name_or_path), **kw)
     return tok, fix_tokenizer(tok, spec, max_positions, padding_side)
 
+# %% ../nbs/01_loading.ipynb #d3a53710
 def load_tokenizer(name_or_path:str|Path,      # Hugging Face の ID かフォルダ（SentencePiece の .model ファイルも可）
                    spec:ModelSpec|None=None,    # 登録簿の事実。None なら名前で登録簿を引く
                    use_fast:bool|None=None,     # None なら登録簿に従う（rinna は False）
@@ -300,7 +319,11 @@ LOAD_REASONS = dict(
     unexpected=(False, '想定外のエラーです（{error}）。引数を確認してください。ライブラリの不具合なら issue で知らせてください',
                 'Unexpected error ({error}). Check the arguments; report a bug if it persists'),
 )
+
+# %% ../nbs/01_loading.ipynb #4786904f
 register_messages({f'load.{k}': dict(ja=v[1], en=v[2]) for k,v in LOAD_REASONS.items()})
+
+# %% ../nbs/01_loading.ipynb #727e923f
 register_messages({
     'load.all_failed': dict(ja='{n} 個の候補をすべて読み込めませんでした:\n{attempts}', en='None of the {n} candidates could be loaded:\n{attempts}'),
     'load.stopped': dict(ja='次の候補では解決しない失敗のため止めました:\n{attempts}', en='Stopped: the failure would not be fixed by another candidate:\n{attempts}'),
@@ -334,8 +357,10 @@ _PATTERNS = [  # (理由, 例外の文言に現れる語)
                    'is not a valid model identifier', 'hfvalidationerror')),
 ]
 
+# %% ../nbs/01_loading.ipynb #aa0ba393
 _PROGRAMMING = (TypeError, AttributeError, NameError, AssertionError)
 
+# %% ../nbs/01_loading.ipynb #b0ab6b72
 def classify_load_error(e:BaseException # 読み込み中に出た例外
                        ) -> str: # LOAD_REASONS のキー
     "読み込みの例外を、直し方の違う理由（not_found, gated, offline, oom, …）に分類する"
@@ -369,6 +394,7 @@ def free_memory_gb() -> tuple[float, str]: # (空き GB, 'cuda:0' か 'cpu')
 _TOKEN_RE = re.compile(r'hf_[A-Za-z0-9]{8,}')
 def _redact(s:str) -> str: return _TOKEN_RE.sub('hf_***', s)
 
+# %% ../nbs/01_loading.ipynb #615eaf6f
 @dataclass
 class Attempt:
     "1 候補を試した結果"
@@ -378,10 +404,12 @@ class Attempt:
     _kw: dict = field(default_factory=dict, repr=False)
     def line(self, i:int) -> str: return f"{i}. {self.model}: " + ('OK' if self.ok else f"[{self.reason}] {self.fix}")
 
+# %% ../nbs/01_loading.ipynb #98723349
 register_messages({'load.md_head': dict(ja='**{model}**（{q}、{p}、{gb:.2f} GB）', en='**{model}** ({q}, {p}, {gb:.2f} GB)'),
                    'load.md_no_quant': dict(ja='量子化なし', en='no quantization'),
                    'load.md_table': dict(ja='| # | 候補 | 結果 | 理由と直し方 | 秒 |', en='| # | candidate | result | reason and fix | s |')})
 
+# %% ../nbs/01_loading.ipynb #3a14c119
 @dataclass
 class LoadReport:
     "load_model の記録: 使ったモデル、試した候補と理由、量子化・精度・メモリ"
@@ -405,11 +433,13 @@ class LoadReport:
 def _looks_local(name:str) -> bool:
     return name.startswith(('/', './', '../', '~', '.\\')) or '\\' in name or name.count('/') > 1 or Path(name).expanduser().exists()
 
+# %% ../nbs/01_loading.ipynb #f9686c7b
 def _dtype_kw() -> str:
     "transformers 4.56 以降は dtype=、それより前は torch_dtype="
     from transformers import PretrainedConfig
     return 'dtype' if 'dtype' in inspect.signature(PretrainedConfig.__init__).parameters else 'torch_dtype'
 
+# %% ../nbs/01_loading.ipynb #c4c2b8fe
 def _prepare_kbit(model, gradient_checkpointing:bool, quantization:str='4bit'):
     """量子化モデルを学習用にする。4-bit は基の重みを凍結して勾配チェックポイントを有効にするだけで、量子化していない重み
     （埋め込み・正規化層）を fp32 に上げない。8-bit は peft の `prepare_model_for_kbit_training` のまま"""
@@ -425,6 +455,7 @@ def _prepare_kbit(model, gradient_checkpointing:bool, quantization:str='4bit'):
         model.enable_input_require_grads()
     return model
 
+# %% ../nbs/01_loading.ipynb #5ab0314b
 def _free_cuda():
     gc.collect()
     import torch
@@ -456,6 +487,7 @@ def _try_one(name, spec, q, precision, *, device_map, trust_remote_code, token, 
     if not for_training: model.eval()
     return model, tok, fp, fixes
 
+# %% ../nbs/01_loading.ipynb #70a59eba
 class _Precheck(Exception):
     def __init__(self, need, free, device): self.need, self.free, self.device = need, free, device; super().__init__(f'need {need:.2f} GB > free {free:.2f} GB')
 
@@ -472,12 +504,14 @@ def _reason_for(name:str, e:BaseException) -> str:
     elif r == 'not_found' and os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on'): return 'offline'
     return r
 
+# %% ../nbs/01_loading.ipynb #ee35aeed
 def _pickle_only(name) -> list[str]:
     "手元のフォルダの重みが pickle（*.bin・*.pt）だけならそのファイル名（safetensors があるか、フォルダでなければ空）"
     p = Path(str(name)).expanduser()
     if not p.is_dir() or any(p.glob('*.safetensors')): return []
     return sorted(f.name for f in p.glob('*.bin') if 'training_args' not in f.name)
 
+# %% ../nbs/01_loading.ipynb #2a8c4072
 def load_model(candidates:str|list|None=None, # モデル名・フォルダ・ModelSpec（のリスト）。None なら DEFAULT_CANDIDATES
                quantization:str|None='4bit',  # '4bit'（NF4＋二重量子化）/ '8bit' / None
                precision:str|None=None,       # 計算精度。None なら decide_precision()（T4 は fp16）
@@ -543,10 +577,12 @@ for _a in ('qwen2', 'gemma2', 'gemma', 'mistral', 'qwen3', 'gemma3_text'): LORA_
 _ATTN = {'gpt_neox': ('query_key_value', 'dense')}
 _HEADS = ('lm_head', 'embed_out', 'output')
 
+# %% ../nbs/01_loading.ipynb #08918922
 def _linear_names(model) -> list[str]:
     import torch
     return sorted({n.split('.')[-1] for n,m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.split('.')[-1] not in _HEADS})
 
+# %% ../nbs/01_loading.ipynb #287c3a93
 def lora_targets(model, # モデル（model_type を見る）
                  targets:str|list='auto', # 'auto' / 'attention' / 層の名前のリスト
                 ) -> list[str]:
@@ -562,6 +598,7 @@ def lora_targets(model, # モデル（model_type を見る）
     if targets != 'auto': raise ConfigError('load.bad_targets', arg='targets', targets=targets, available="'auto', 'attention'")
     return list(LORA_TARGETS[mt]) if mt in LORA_TARGETS else _linear_names(model)
 
+# %% ../nbs/01_loading.ipynb #4752d9bc
 def lora_config(model,            # 読み込んだモデル
                 r:int=16,         # LoRA の階数
                 alpha:int=32,     # スケール（lora_alpha）

@@ -33,6 +33,7 @@ _QUANT_BYTES = {'4bit': 0.5 + 1/64, '8bit': 1.0}  # 4bit は二重量子化の a
 _OVERHEAD = 0.5 * GB  # ロジット全体を作る TRL での余白（cuBLAS のワークスペースと断片化）。融合 LM ヘッドでは実測で 0
 _ATTN_BYTES = 1.5  # 注意: 1 系列・1 ヘッド・L² あたりのバイト数（H200 で TinySwallow 構造・fp16・4bit・勾配チェックポイントありの実測から）
 
+# %% ../nbs/03b_memory.ipynb #4a290911
 @dataclass
 class ModelShape:
     "メモリ計画に要るモデルの寸法（`config.json` から読む）"
@@ -51,6 +52,7 @@ class ModelShape:
     @property
     def other_params(self) -> int: return self.vocab*self.hidden*(1 if self.tied else 2) + (2*self.layers+1)*self.hidden
 
+# %% ../nbs/03b_memory.ipynb #597616e1
 def model_shape(config:dict|str|Path|Any # `config.json` の辞書・パス・フォルダ、`PretrainedConfig`、または Hub ID
                ) -> ModelShape:
     "モデル設定からメモリ計画用の寸法を取り出す"
@@ -78,12 +80,14 @@ def _lora_params(shape:ModelShape, r:int, targets) -> int:
     else: names = [t for t in ([targets] if isinstance(targets, str) else targets) if t in lin]
     return shape.layers * sum(r*(lin[n][0]+lin[n][1]) for n in names)
 
+# %% ../nbs/03b_memory.ipynb #80a5e88a
 def _fused_lm_head_available() -> bool:
     "インストール済みの TRL がロジットを作らない融合 LM ヘッド（TRL 1.x 後半）を持つか"
     import importlib.util
     try: return importlib.util.find_spec('trl.kernels.chunked_logprob') is not None
     except (ImportError, ValueError): return False
 
+# %% ../nbs/03b_memory.ipynb #5c52cf72
 def estimate_memory(shape:ModelShape, # `model_shape` の結果
                     *, seq_len:int, # 1 系列のトークン数
                     micro_batch:int=1, # マイクロバッチ（ペア数）
@@ -121,6 +125,8 @@ register_messages({f'mem.label.{k}': dict(ja=j, en=e) for k,j,e in [
     ('activations', '活性化', 'activations'), ('attention', '注意（L²）', 'attention (L²)'), ('logits', 'ロジット（fp32）', 'logits (fp32)'),
     ('ref_forward', '参照の順伝播', 'reference forward'), ('overhead', '余白（ワークスペース・断片化）', 'overhead (workspace, fragmentation)'),
     ('kl_batch', 'KL 用の順伝播', 'KL forward')]})
+
+# %% ../nbs/03b_memory.ipynb #dcd1ba85
 register_messages({
     'mem.fits': dict(ja='上限 {budget:.1f} GB に収まります', en='fits the {budget:.1f} GB budget'),
     'mem.no_fit': dict(ja='上限 {budget:.1f} GB に収まりません', en='does not fit the {budget:.1f} GB budget'),
@@ -138,6 +144,7 @@ register_messages({
                         en='{n}-process data parallel: the effective batch above is {per} per process, {eff} in total'),
     'mem.sep': dict(ja='、', en=', '), 'mem.bullet': dict(ja='  ・{r}', en='  - {r}')})
 
+# %% ../nbs/03b_memory.ipynb #02969ee3
 @dataclass
 class MemoryPlan:
     "メモリ計画の結果: 選んだ設定、推定ピーク、その内訳と理由"
@@ -194,6 +201,8 @@ register_messages({
     'mem.gpu_peak': dict(ja='GPU ピーク {peak:.2f} GB（予約 {reserved:.2f} GB）', en='GPU peak {peak:.2f} GB (reserved {reserved:.2f} GB)'),
     'mem.gpu_none': dict(ja='GPU なし', en='no GPU'),
     'mem.summary': dict(ja='メモリ: {g}、RSS 最大 {rss:.2f} GB', en='Memory: {g}, max RSS {rss:.2f} GB')})
+
+# %% ../nbs/03b_memory.ipynb #28ef2b3d
 register_messages({'train.plan_no_reference': dict(
     ja='{method} は参照モデルを使わないので、参照の順伝播と事前計算は見積もりに入れません',
     en='{method} has no reference model, so no reference forward pass or precomputation is counted'),
@@ -205,6 +214,7 @@ def _free_vram_gb() -> float|None:
     import torch
     return torch.cuda.mem_get_info()[0]/GB if torch.cuda.is_available() else None
 
+# %% ../nbs/03b_memory.ipynb #ada4bbd5
 def plan_memory(model_config:dict|str|Path|ModelShape|Any, # `config.json`（辞書・パス・フォルダ・Hub ID）か `ModelShape`
                 *, quantization:str|None='4bit', # '4bit'、'8bit'、None
                 precision:str='fp16', # 'fp16'、'bf16'、'fp32'
@@ -275,6 +285,7 @@ def _render(tok, x, prompt=None) -> str:
     if prompt is not None and not isinstance(prompt, str): x = list(prompt) + list(x)
     return tok.apply_chat_template(x, tokenize=False)
 
+# %% ../nbs/03b_memory.ipynb #01aba0b3
 def _lengths(ds, tok) -> tuple[list, list]:
     "各行のプロンプト長と、ペア長（プロンプト＋長いほうの応答）"
     n = lambda s: len(tok(s, add_special_tokens=False)['input_ids'])
@@ -285,8 +296,10 @@ def _lengths(ds, tok) -> tuple[list, list]:
         ps.append(p); pairs.append(c if not isinstance(r['chosen'], str) else p + c)   # 会話形式はプロンプト込みで数えている
     return ps, pairs
 
+# %% ../nbs/03b_memory.ipynb #a23716bb
 def _pair_lengths(ds, tok) -> list: return _lengths(ds, tok)[1]
 
+# %% ../nbs/03b_memory.ipynb #f51402e2
 def token_stats(ds, # prompt/chosen/rejected を持つ datasets.Dataset か辞書のリスト
                 tok, # トークナイザー
                 max_length:int|None=None # 指定すると、これを超えるペアの数も数える
@@ -294,6 +307,7 @@ def token_stats(ds, # prompt/chosen/rejected を持つ datasets.Dataset か辞�
     "選好データのトークン長の統計（メモリ計画とランカード用）"
     return _stats_from_lengths(*_lengths(ds, tok), max_length)
 
+# %% ../nbs/03b_memory.ipynb #5f1b1ae7
 def _stats_from_lengths(prompt, pair, max_length:int|None=None) -> dict:
     s, p = sorted(int(x) for x in pair), [int(x) for x in prompt]
     if not s: return dict(rows=0, prompt_max=0, pair_max=0, pair_p95=0, pair_mean=0.0)
@@ -308,10 +322,12 @@ class _Callback:
         if name.startswith('on_'): return lambda *a, **k: None
         raise AttributeError(name)
 
+# %% ../nbs/03b_memory.ipynb #329e53d4
 def _rss_gb() -> float:
     import psutil
     return psutil.Process().memory_info().rss / GB
 
+# %% ../nbs/03b_memory.ipynb #3cb35c17
 class MemoryMonitorCallback(_Callback):
     "ログのたびに GPU メモリ（確保・予約・ピーク）とプロセスの RSS を log_history に記録し、終わりに要約を出す"
     def __init__(self, verbose:bool=True # 終わりに要約を表示するか

@@ -65,12 +65,14 @@ def _import(name:str):
             return importlib.import_module(name)
     except ImportError: return None
 
+# %% ../nbs/00c_methods.ipynb #dc1d1f8a
 def _prepends_bos(mod) -> bool:
     "学習器のモジュールが bos_token_id を None でも前に足すか（KTO は TRL 0.11 でもそう。BOS の無い Qwen2 で落ちる）"
     try: src = inspect.getsource(mod)
     except (OSError, TypeError): return False
     return '[bos_token_id] +' in src and 'bos_token_id is not None' not in src
 
+# %% ../nbs/00c_methods.ipynb #b30a9cff
 def method_caps(trainer_cls:type, config_cls:type) -> TRLCaps:
     "学習器と設定のクラスの能力（`trl_caps` と同じ調べ方）"
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
@@ -90,6 +92,7 @@ def _real_init(T:type) -> bool:
     ps = list(inspect.signature(T.__init__).parameters.values())[1:]
     return any(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in ps)
 
+# %% ../nbs/00c_methods.ipynb #c9e12d58
 def find_method(method:str='dpo', # 'dpo'・'orpo'・'simpo'・'kto'
                 modules:dict|None=None, # テスト用: モジュール名 → 名前空間。None なら本物を import する
                ) -> MethodSpec:
@@ -135,6 +138,7 @@ def _render_unpaired(ex:dict, tokenizer) -> dict:
     full = tokenizer.apply_chat_template(list(ex['prompt']) + list(ex['completion']), tokenize=False)
     return dict(prompt=p, completion=full[len(p):])
 
+# %% ../nbs/00c_methods.ipynb #6ec12292
 def adapt_unpaired(ds,                 # prompt・completion・label（またはペア）の Dataset か辞書のリスト
                    tokenizer,          # トークナイザー（会話形式をテキストにするときと、切り詰めに使う）
                    caps:TRLCaps|None=None, # 学習器の能力（会話形式を扱えるか）

@@ -42,6 +42,10 @@ register_messages({
                              en='chosen and rejected are the same text. DPO learns from their difference: give two different answers'),
  'data.duplicate_row': dict(ja='{first}と同じ行です（prompt・chosen・rejected がすべて同じ）。重複を消してください',
                             en='Same row as {first} (identical prompt, chosen and rejected). Remove the duplicate'),
+})
+
+# %% ../nbs/02a_readers.ipynb #4e3c390a
+register_messages({
  'data.prompt_in_response': dict(ja='"{f}" にプロンプトがそのまま入っています。応答の部分だけにしてください（プロンプトは学習時に前へ付きます）',
                                  en='"{f}" repeats the prompt. Keep only the answer (the prompt is prepended during training)'),
  'data.template_applied': dict(ja='"{f}" にチャットテンプレートの特殊トークン {token} が入っています。テンプレートは学習時に自動でかかるので、素の文章（または role/content のメッセージ）にしてください',
@@ -64,6 +68,10 @@ register_messages({
                              en='Cannot tell the preference format (columns found: {columns}). Provide prompt / chosen / rejected, or map them with mapping={{"your_column": "prompt", ...}}'),
  'data.bad_format': dict(ja='format="{name}" は使えません。使える形式: {names}', en='format="{name}" is not known. Formats: {names}'),
  'data.bad_mapping': dict(ja='mapping の列 "{col}" がデータにありません（ある列: {columns}）', en='Column "{col}" from mapping is not in the data (columns: {columns})'),
+})
+
+# %% ../nbs/02a_readers.ipynb #7bb1290c
+register_messages({
  'data.bad_argument': dict(ja='{arg}={value} は使えません。{hint}', en='{arg}={value} is not allowed. {hint}'),
  'data.split_not_found': dict(ja='split "{split}" がありません（あるのは: {splits}）', en='There is no split "{split}" (available: {splits})'),
  'data.hub_load_failed': dict(ja='Hugging Face のデータセット "{name}" を読み込めません: {reason}。名前とネット接続を確かめるか、ファイルに保存して渡してください',
@@ -84,6 +92,8 @@ register_messages({
  'data.prompts_truncated': dict(ja='{n} 行のプロンプトを先頭側で切り、末尾の {max_prompt_length} トークンに収めました',
                                 en='Cut the start of {n} prompts to keep their last {max_prompt_length} tokens'),
 })
+
+# %% ../nbs/02a_readers.ipynb #1f801f1c
 register_messages({f'data.d.{k}': dict(ja=j, en=e) for k,j,e in [   # 問題の詳細・型の名前・ヒントの部品
     ('unreadable', '読めないバイト {b!r}…', 'unreadable bytes {b!r}…'), ('broken_utf8', 'UTF-8 として壊れたバイト', 'broken UTF-8 bytes'),
     ('cells', 'セルが見出しより多い（{n} > {h}）。"{delim}" を含むセルは "…" で囲んでください', 'more cells than headers ({n} > {h}); quote cells that contain "{delim}"'),
@@ -110,6 +120,7 @@ register_messages({f'data.d.{k}': dict(ja=j, en=e) for k,j,e in [   # 問題の�
 # %% ../nbs/02a_readers.ipynb #7b0159ea
 _JA_CHARS = re.compile(r'[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff9f\u2010-\u266f]')
 
+# %% ../nbs/02a_readers.ipynb #8458474a
 def _plausible_ja(t:str, enc:str='cp932', line:bool=False) -> bool:
     "CP932 / EUC-JP で読んだ文字列が日本語としてもっともらしいか（文字化けを受け入れないため）"
     na = [c for c in t[:200_000] if ord(c) > 127]
@@ -123,6 +134,7 @@ def _plausible_ja(t:str, enc:str='cp932', line:bool=False) -> bool:
     if line: return sum(bool(_JA_CHARS.match(c)) for c in na) / n >= 0.9
     return sum('\u3040' <= c <= '\u30ff' for c in na) / n >= 0.1
 
+# %% ../nbs/02a_readers.ipynb #cbf34c13
 def _decode(data:bytes, file:str|None=None) -> tuple[str, str, set]:
     "→ (文字列, 文字コード, 読めなかった行番号の集合)"
     if data.startswith(b'\xef\xbb\xbf'): enc,body = 'utf-8-sig',data[3:]
@@ -159,6 +171,7 @@ def _decode(data:bytes, file:str|None=None) -> tuple[str, str, set]:
     labels = [k for k in ('utf-8', 'cp932') if used[k]]
     return '\n'.join(out), enc if labels in ([], ['utf-8']) else '+'.join(labels), broken
 
+# %% ../nbs/02a_readers.ipynb #f0ab1bd9
 def decode_text(data:bytes,      # ファイルの中身
                 file:str|None=None # エラーに示すファイル名
                ) -> tuple[str, str]: # (文字列, 判定した文字コード)
@@ -176,15 +189,18 @@ class _Issues:
         if self.strict: raise e
         self.items.append(dict(code=code, file=file, line=line, row=row, field=field, message=e.message))
 
+# %% ../nbs/02a_readers.ipynb #15f1ccd1
 class _Rows:
     "読み込んだ生の行（辞書）と、その出どころ（ファイル・行番号・行番号）"
     def __init__(self): self.recs,self.files,self.lines,self.rows,self.encodings,self.broken,self.n_total,self.skipped_files = [],[],[],[],{},{},0,[]
     def add(self, rec, file, line, row): self.recs.append(rec); self.files.append(file); self.lines.append(line); self.rows.append(row)
 
+# %% ../nbs/02a_readers.ipynb #ece48ec2
 _EXTS = {'.jsonl':'json', '.ndjson':'json', '.json':'json', '.csv':'csv', '.tsv':'tsv', '.tab':'tsv', '.txt':'text',
          '.parquet':'parquet', '.pq':'parquet'}
 _WSP = re.compile(r'[ \t\n\r]*')
 
+# %% ../nbs/02a_readers.ipynb #c9e989d5
 def _kind_of(name:str) -> str|None:
     n = name.lower()
     if n.endswith('.gz'): n = n[:-3]
@@ -200,6 +216,7 @@ def _cell(v:str):
         if isinstance(o, dict) or (isinstance(o, list) and o and all(isinstance(x, (dict, str)) for x in o)): return o
     return v
 
+# %% ../nbs/02a_readers.ipynb #ac7d4dd7
 def _parse_csv(text, file, out:_Rows, iss:_Issues, delim=None, cap:int=5000):
     "CSV / TSV を読む。引用符の崩れた行は区切り文字だけで読み直し、それでも読めなければ報告して次の行から続ける"
     lines = text.split('\n')
@@ -251,6 +268,7 @@ def _json_records(obj, file, iss:_Issues):
         ks = list(lists); return [dict(zip(ks, vals)) for vals in zip(*lists.values())]
     return [obj]
 
+# %% ../nbs/02a_readers.ipynb #042d8285
 def _parse_json_array(text, file, out:_Rows, iss:_Issues):
     "JSON 配列を要素ごとに読み、各要素の開始行を記録する"
     dec,nl = json.JSONDecoder(strict=False),[0,1]  # nl: 直前に数えた位置と行番号
@@ -278,6 +296,7 @@ def _parse_json_array(text, file, out:_Rows, iss:_Issues):
             return
         fail(pos, msg('data.d.comma'))
 
+# %% ../nbs/02a_readers.ipynb #089ff400
 def _parse_json(text, file, out:_Rows, iss:_Issues, lines:bool=False):
     "JSON / JSONL を中身で見分けて読む（lines=True なら 1 行 1 件と決めて読む）"
     s = text.lstrip()
@@ -346,6 +365,7 @@ def _py(v):
     if type(v).__name__ in ('NAType', 'NaTType'): return None
     return v
 
+# %% ../nbs/02a_readers.ipynb #eb86f3b2
 def _hf_records(ds, split, name) -> list:
     "datasets の Dataset / DatasetDict → 行のリスト"
     if hasattr(ds, 'keys') and not hasattr(ds, 'column_names') or isinstance(getattr(ds, 'column_names', None), dict):
@@ -353,6 +373,7 @@ def _hf_records(ds, split, name) -> list:
         ds = ds[split]
     return ds.to_list()
 
+# %% ../nbs/02a_readers.ipynb #fb4c7873
 def _load_hub(name:str, split:str='train', max_rows:int|None=None, seed:int=0, **kw) -> list:
     "Hugging Face のデータセット名（またはローカルのフォルダー）を `datasets.load_dataset` で読む（max_rows があれば流し読みで一部だけ）"
     from colab_dpo.registry import hub_rows   # registry は data を使うので、ここで遅れて読む
@@ -360,8 +381,10 @@ def _load_hub(name:str, split:str='train', max_rows:int|None=None, seed:int=0, *
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
         raise DataFormatError('data.hub_load_failed', name=name, reason=f'{type(e).__name__}: {str(e)[:300]}') from None
 
+# %% ../nbs/02a_readers.ipynb #213cd09e
 _HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$')
 
+# %% ../nbs/02a_readers.ipynb #abe6573c
 def _upload() -> list[tuple[str, bytes]]:
     "Colab のアップロード画面を開き、(ファイル名, 中身) のリストを返す"
     from google.colab import files

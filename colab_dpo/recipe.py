@@ -44,6 +44,10 @@ register_messages({
                              en='Lower the learning rate tenfold (now {lr:g}) and beta (now {beta:g}). {precision_hint}'),
     'train.nan_fp16': dict(ja='fp16 はあふれやすいので、Ampere 以降の GPU なら precision="bf16"、T4 なら max_length を短くして勾配クリップを確かめてください。',
                            en='fp16 overflows easily: use precision="bf16" on Ampere or newer GPUs; on a T4 shorten max_length and check gradient clipping.'),
+})
+
+# %% ../nbs/03a_recipe.ipynb #450af415
+register_messages({
     'train.preflight_failed': dict(ja='予行演習（{steps} ステップ、{rows} 行）で失敗しました: {reason}',
                                    en='The preflight run ({steps} steps, {rows} rows) failed: {reason}'),
     'train.unknown_arch': dict(ja='ドライランのミニモデルは {arch!r} 型を作れないので {fallback!r} 型で代用します',
@@ -71,13 +75,17 @@ _CHOICES = dict(quantization=(None, '4bit', '8bit'), precision=(None, 'fp16', 'b
                            'sppo_hard', 'apo_zero', 'apo_down', 'discopop', 'sigmoid_norm', 'sft', 'kto', 'apo_zero_unpaired'),
                 method=('dpo', 'orpo', 'simpo', 'kto'))
 
+# %% ../nbs/03a_recipe.ipynb #61763a49
 def _check_finite(r):
     "NaN や inf は大小の比較をすり抜けるので、先に止める"
     for f in fields(r):
         v = getattr(r, f.name)
         if isinstance(v, float) and not math.isfinite(v): raise ConfigError('train.not_finite', field=f.name, value=v)
 
+# %% ../nbs/03a_recipe.ipynb #001023d3
 _NAMES = {}
+
+# %% ../nbs/03a_recipe.ipynb #6b7cdefa
 def _installed_names() -> dict:
     "インストール済みの transformers が知るオプティマイザー名とスケジューラー名（一度だけ調べる）"
     if not _NAMES:
@@ -87,6 +95,7 @@ def _installed_names() -> dict:
         _NAMES.update(optim={o.value for o in OptimizerNames}, lr_scheduler_type={s.value for s in SchedulerType}, version=transformers.__version__)
     return _NAMES
 
+# %% ../nbs/03a_recipe.ipynb #71480f43
 def _check_names(r):
     names = _installed_names()
     for k in ('optim', 'lr_scheduler_type'):
@@ -94,6 +103,7 @@ def _check_names(r):
             near = difflib.get_close_matches(str(getattr(r, k)), sorted(names[k]), n=3, cutoff=0.4) or sorted(names[k])[:6]
             raise ConfigError('train.unknown_name', field=k, value=getattr(r, k), version=names['version'], choices=near)
 
+# %% ../nbs/03a_recipe.ipynb #5ecdcd07
 register_messages({f'recipe.h.{k}': dict(ja=j, en=e) for k,j,e in [   # train.bad_value の {expected}
     ('not_none', 'None にはできません', 'It cannot be None'), ('bool', 'true か false を指定してください', 'Use true or false'),
     ('floats', '数値のリストを指定してください', 'Use a list of numbers'), ('strs', '文字列のリストを指定してください', 'Use a list of strings'),
@@ -108,8 +118,10 @@ register_messages({f'recipe.h.{k}': dict(ja=j, en=e) for k,j,e in [   # train.ba
     ('did_you_mean', 'もしかして {near!r} ですか？', 'Did you mean {near!r}?'), ('check_name', '項目名を確認してください', 'Check the field name'),
     ('not_dict', 'トップレベルが辞書ではありません', 'the top level is not a mapping')]})
 
+# %% ../nbs/03a_recipe.ipynb #0ce711c3
 def _bad(name, value, expected): return ConfigError('train.bad_value', field=name, value=value, expected=expected)
 
+# %% ../nbs/03a_recipe.ipynb #783a25bf
 def _coerce(name:str, value, tp):
     "YAML・CLI から来た値を注釈の型に合わせる（'5e-5' → 5e-05 など）"
     tp = (tp if isinstance(tp, str) else str(tp)).replace("<class '", '').replace("'>", '').replace('NoneType', 'None')
@@ -235,6 +247,7 @@ class DPORecipe:
 # %% ../nbs/03a_recipe.ipynb #38908dc8
 def _field_names(): return [f.name for f in fields(DPORecipe)]
 
+# %% ../nbs/03a_recipe.ipynb #b616f3d8
 def _check_keys(d:dict, file=None):
     for k in d:
         if k not in _field_names():
@@ -242,6 +255,7 @@ def _check_keys(d:dict, file=None):
             hint = msg('recipe.h.did_you_mean', near=near[0]) if near else msg('recipe.h.check_name')
             raise ConfigError('train.unknown_field', field=k, file=file, hint=hint)
 
+# %% ../nbs/03a_recipe.ipynb #d9574947
 def _read_config(path:str|Path) -> dict:
     p = Path(path)
     if not p.is_file(): raise ConfigError('train.config_missing', file=str(p))
@@ -256,11 +270,13 @@ def _read_config(path:str|Path) -> dict:
     if not isinstance(d, dict): raise ConfigError('train.config_parse', file=str(p), reason=msg('recipe.h.not_dict'))
     return d
 
+# %% ../nbs/03a_recipe.ipynb #89bd5c04
 @patch
 def to_dict(self:DPORecipe) -> dict:
     "レシピを辞書にする（YAML/JSON にそのまま書ける値だけ）"
     return asdict(self)
 
+# %% ../nbs/03a_recipe.ipynb #c3dae37c
 @patch(cls_method=True)
 def from_dict(cls:DPORecipe, d:dict, # レシピの辞書
               file:str|None=None # エラーに添えるファイル名
@@ -269,6 +285,7 @@ def from_dict(cls:DPORecipe, d:dict, # レシピの辞書
     _check_keys(d, file=file)
     return cls(**d)
 
+# %% ../nbs/03a_recipe.ipynb #03979492
 @patch(cls_method=True)
 def load(cls:DPORecipe, path:str|Path, # YAML（.yaml/.yml）か JSON（.json）のレシピファイル
          **overrides # ファイルの値を上書きする項目
@@ -282,6 +299,7 @@ def load(cls:DPORecipe, path:str|Path, # YAML（.yaml/.yml）か JSON（.json）
     except ConfigError as e:
         e.context.setdefault('file', str(path)); raise
 
+# %% ../nbs/03a_recipe.ipynb #82fabacb
 @patch
 def save(self:DPORecipe, path:str|Path # 書き出し先（拡張子 .json なら JSON、それ以外は YAML）
         ) -> Path:
@@ -293,6 +311,7 @@ def save(self:DPORecipe, path:str|Path # 書き出し先（拡張子 .json な�
         p.write_text(yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False), encoding='utf-8')
     return p
 
+# %% ../nbs/03a_recipe.ipynb #d340ceaa
 @patch
 def replace(self:DPORecipe, **kw) -> DPORecipe:
     "一部の項目を変えた新しいレシピ（検証し直す）"
@@ -316,16 +335,20 @@ PROFILES = {
                  learning_rate=5e-4),  # 小さなモデル向け: bench/selftest_sweep.py の実測の最良（GPU の 1.5B には移らない。学習ガイド参照）
 }
 
+# %% ../nbs/03a_recipe.ipynb #660aa88f
 PROFILE_PROCESSES = {'kaggle-2xt4': 2}  # データ並列を前提にするプロファイルのプロセス数（実効バッチ = マイクロバッチ × 勾配蓄積 × これ）
 
+# %% ../nbs/03a_recipe.ipynb #4687da17
 register_messages({'train.profile_world': dict(
     ja='プロファイル {profile} は {n} プロセス（GPU {n} 枚）のデータ並列が前提です（実効バッチ = マイクロバッチ × 勾配蓄積 × {n}）が、いまは {world} プロセスです。`accelerate launch --num_processes {n} --no_python colab-dpo-train --profile {profile} …` か `torchrun --nproc_per_node {n} --no-python colab-dpo-train --profile {profile} …` で起動してください',
     en='Profile {profile} assumes {n}-process data parallelism ({n} GPUs; effective batch = micro-batch × accumulation × {n}) but this is {world} process(es). Launch with `accelerate launch --num_processes {n} --no_python colab-dpo-train --profile {profile} …` or `torchrun --nproc_per_node {n} --no-python colab-dpo-train --profile {profile} …`')})
 
+# %% ../nbs/03a_recipe.ipynb #ebba3d5c
 def world_size() -> int: # 分散学習のプロセス数（torchrun・accelerate launch が WORLD_SIZE に書く。単独なら 1）
     "このプロセスが属するデータ並列のプロセス数"
     return int(os.environ.get('WORLD_SIZE', '1'))
 
+# %% ../nbs/03a_recipe.ipynb #5bc5fc8e
 def _gpu_info() -> dict:
     "GPU 0 の名前・計算能力・VRAM（GPU がなければ gpu=None）。TRL などは読み込まない"
     import torch
@@ -333,6 +356,7 @@ def _gpu_info() -> dict:
     p = torch.cuda.get_device_properties(0)
     return dict(gpu=p.name, compute_capability='%d.%d' % (p.major, p.minor), vram_total_gb=round(p.total_memory/2**30, 1))
 
+# %% ../nbs/03a_recipe.ipynb #350a26ac
 def detect_profile(env:dict|None=None # `env_report()` の結果（gpu、compute_capability、vram_total_gb、world_size）。None なら今の GPU を調べる
                   ) -> str: # 'cpu'、't4'、'kaggle-2xt4'（T4 で 2 プロセス以上）、'l4'、'a100'、'h100' のどれか
     "GPU 名・計算能力・VRAM（とプロセス数）からプロファイル名を選ぶ"
@@ -340,6 +364,7 @@ def detect_profile(env:dict|None=None # `env_report()` の結果（gpu、compute
     key = _detect(env)
     return 'kaggle-2xt4' if key == 't4' and int(env.get('world_size') or world_size()) > 1 else key
 
+# %% ../nbs/03a_recipe.ipynb #ec0eed15
 def _detect(env:dict) -> str:
     gpu = (env.get('gpu') or '').upper()
     if not gpu: return 'cpu'
@@ -350,6 +375,7 @@ def _detect(env:dict) -> str:
     if major < 8: return 't4'
     return 'l4' if vram < 30 else 'a100' if vram < 60 else 'h100'
 
+# %% ../nbs/03a_recipe.ipynb #f2069540
 @patch(cls_method=True)
 def from_profile(cls:DPORecipe, name:str='auto', # 't4'、'kaggle-2xt4'、'l4'、'a100'、'h100'、'cpu'、'auto'（今のハードウェアから選ぶ）
                  **overrides # プロファイルの値を上書きする項目
@@ -358,6 +384,7 @@ def from_profile(cls:DPORecipe, name:str='auto', # 't4'、'kaggle-2xt4'、'l4'�
     _check_keys(overrides)
     return cls(**{**_profile_values(name), **overrides})
 
+# %% ../nbs/03a_recipe.ipynb #adf692cc
 def _profile_values(name:str) -> dict:
     "プロファイルの値（'auto' は今のハードウェアから選ぶ）。知らない名前は ConfigError"
     key = detect_profile() if name == 'auto' else str(name).lower()

@@ -50,6 +50,7 @@ register_messages({
 # %% ../nbs/02c_datasets.ipynb #42b940d8
 register_messages({'registry.pick': dict(ja='{ja}', en='{en}')})   # データに並べた日本語・英語の組から、表示言語の方を選ぶ
 
+# %% ../nbs/02c_datasets.ipynb #1e6030df
 @dataclass(frozen=True)
 class DatasetEntry:
     "登録簿の 1 データセット分の事実（出典つき。確かめられなかった項目は unverified に）"
@@ -88,6 +89,7 @@ def load_kwargs(self:DatasetEntry) -> dict:
     if self.mapping: kw['mapping'] = dict(self.mapping)
     return kw
 
+# %% ../nbs/02c_datasets.ipynb #2c906cd5
 @patch
 def licence_info(self:DatasetEntry) -> dict:
     "ランカードに運ぶライセンスの事実"
@@ -97,12 +99,14 @@ def licence_info(self:DatasetEntry) -> dict:
 # %% ../nbs/02c_datasets.ipynb #4aa6959a
 DATASETS: dict[str, DatasetEntry] = {}
 
+# %% ../nbs/02c_datasets.ipynb #50697ebb
 def register_dataset(e:DatasetEntry # 登録する項目
                     ) -> DatasetEntry:
     "データセットを登録簿に加える（同じ名前は上書き）"
     DATASETS[e.name] = e
     return e
 
+# %% ../nbs/02c_datasets.ipynb #d9e8b4b7
 _HFD = 'https://huggingface.co/datasets/'
 _STD = ('prompt', 'chosen', 'rejected')
 
@@ -161,6 +165,7 @@ EXCLUDED: dict[str, tuple] = {
 }
 _EXCLUDED_PATTERNS = {re.compile(r'answer[-_]?carefully', re.I): 'llm-jp/AnswerCarefully'}
 
+# %% ../nbs/02c_datasets.ipynb #15f8f684
 def excluded_reason(name:str # データセット名
                    ) -> str|None: # 除外の理由（除外していなければ None）
     "除外したデータセット（AnswerCarefully 由来も含む）なら理由を返す"
@@ -175,6 +180,7 @@ def find_dataset(name:str # 短い名前か Hugging Face の ID（大文字小�
     n = str(name).strip().lower()
     return next((e for e in DATASETS.values() if n in (e.name.lower(), e.id.lower())), None)
 
+# %% ../nbs/02c_datasets.ipynb #23fcc28d
 def get_dataset(name:str # 短い名前か Hugging Face の ID
                ) -> DatasetEntry:
     "登録簿の項目を返す。なければ近い名前を添えて `ConfigError`（registry.unknown_dataset）"
@@ -186,10 +192,12 @@ def get_dataset(name:str # 短い名前か Hugging Face の ID
 # %% ../nbs/02c_datasets.ipynb #3d22e6b0
 def _yn(v) -> str: return msg('registry.conditional') if v is None else msg('registry.yes' if v else 'registry.no')
 
+# %% ../nbs/02c_datasets.ipynb #d360c07f
 def _row(e:DatasetEntry) -> list:
     return [e.name, e.id, f'{e.rows:,}' if e.rows else e.size, e.license, _yn(e.commercial), msg('registry.sa_yes' if e.share_alike else 'registry.sa_no'),
             msg('registry.sa_yes' if e.gated else 'registry.sa_no'), e.format, ', '.join(e.unverified) or '-']
 
+# %% ../nbs/02c_datasets.ipynb #542f4c62
 def list_datasets(excluded:bool=False # True なら除外したデータセットと理由
                  ):                   # pandas の DataFrame
     "登録した日本語の選好データセットの一覧（名前、ID、行数、ライセンス、商用・継承・ゲート、形式、未確認の項目、説明）"
@@ -202,6 +210,7 @@ def list_datasets(excluded:bool=False # True なら除外したデータセッ�
 # %% ../nbs/02c_datasets.ipynb #84994fca
 def _md_cell(s) -> str: return str(s).replace('|', '\\|').replace('\n', ' ')
 
+# %% ../nbs/02c_datasets.ipynb #7b0cb6c6
 def datasets_markdown(excluded:bool=True # 除外したデータセットの表も付ける
                      ) -> str:           # Markdown
     "登録簿を Markdown の表にする（ドキュメントと CLI 用）"
@@ -216,6 +225,7 @@ def datasets_markdown(excluded:bool=True # 除外したデータセットの表�
 # %% ../nbs/02c_datasets.ipynb #de3e506d
 def _pick(n:int, k:int, seed:int) -> list[int]: return sorted(random.Random(seed).sample(range(n), k))
 
+# %% ../nbs/02c_datasets.ipynb #0bc71ccc
 def sample_rows(ds,                    # 辞書のリスト、`datasets.Dataset`、`datasets.IterableDataset`
                 max_rows:int|None,     # 残す行数の上限（None なら全部）
                 seed:int=0,            # 乱数の種
@@ -272,6 +282,7 @@ def sample_raw(raw,         # `colab_dpo.data` が読んだ生の行（recs・fi
 _SA = re.compile(r'(\bSA\b|-sa\b|share.?alike|\bGPL|継承)', re.I)
 _NC = re.compile(r'(-nc\b|\bNC\b|non.?commercial|research (?:use |purposes? )?only|研究.{0,4}目的|非商用)', re.I)
 
+# %% ../nbs/02c_datasets.ipynb #5d7e2f6c
 def licence_flags(licence:str|None # ライセンスの文字列（'CC-BY-SA-3.0'、'Apache-2.0 + Gemma Terms of Use（研究開発目的のみ）' など）
                  ) -> dict:        # {'commercial': bool|None, 'share_alike': bool}
     "ライセンスの文字列から、商用に使えるか（不明なら None）と継承条件を読む"
@@ -295,6 +306,7 @@ def licence_summary(data:dict|None,     # データのライセンスの事実�
     if model_licence and mf['share_alike']: add('registry.share_alike', name=model_id or '-', license=model_licence)
     return dict(data=data, model=dict(id=model_id, license=model_licence), flags=flags)
 
+# %% ../nbs/02c_datasets.ipynb #312ce584
 def licence_lines(summary:dict|None # `licence_summary` の結果
                  ) -> list[str]:    # Markdown の行
     "ランカードの「ライセンス」節に足す行"
@@ -331,6 +343,7 @@ def _card_facts(info, split:str) -> dict:
     rows = next((s.get('num_examples') for s in di.get('splits', []) if s.get('name') == split), None)
     return dict(license=cd.get('license'), gated=getattr(info, 'gated', None), columns=cols, rows=rows)
 
+# %% ../nbs/02c_datasets.ipynb #a86011c0
 def verify(name:str|None=None, # 短い名前か ID（None なら全部）
            api=None            # `huggingface_hub.HfApi`（None なら新しく作る）
           ) -> dict:           # {名前: 違いのリスト（取れなければ {'error': ...}）}
@@ -353,6 +366,7 @@ def datasets_table() -> str:
     ex = [f"{k}: {msg('registry.pick', ja=v[0], en=v[1])}" for k,v in EXCLUDED.items()]
     return '\n'.join([fmt(rows[0]), '  '.join('-'*x for x in w)] + [fmt(r) for r in rows[1:]] + ['', msg('registry.excluded_header').split('|')[0] + ':'] + ex)
 
+# %% ../nbs/02c_datasets.ipynb #db233f02
 @call_parse
 @cli_errors
 def datasets_cli(markdown:bool=False, # Markdown の表で出す（ドキュメント用）

@@ -22,11 +22,13 @@ def _conv(x) -> bool: return isinstance(x, list) and bool(x) and isinstance(x[0]
 
 def _has_template(tok) -> bool: return bool(getattr(tok, 'chat_template', None))
 
+# %% ../nbs/04b_scoring.ipynb #d80622c6
 def _chat_ids(tok, msgs:list, gen:bool=False) -> list[int]:
     "チャットテンプレートで文字列にしてからトークンにする（transformers の版によらず同じ結果）"
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
     return tok(text, add_special_tokens=False)['input_ids']
 
+# %% ../nbs/04b_scoring.ipynb #0f6dae9a
 def _common(a:list, b:list) -> int:
     n = 0
     for x,y in zip(a, b):
@@ -34,6 +36,7 @@ def _common(a:list, b:list) -> int:
         n += 1
     return n
 
+# %% ../nbs/04b_scoring.ipynb #be23744f
 def pair_ids(tok,       # トークナイザー
              row:dict,  # prompt / chosen / rejected（文字列、または会話のリスト）
             ) -> tuple[list[int], list[int], list[int]]: # (prompt, chosen, rejected) のトークン ID
@@ -80,6 +83,7 @@ _EVAL_MARGIN, _MAX_BATCH = 0.2, 64
 
 def _act_bytes(precision:str) -> int: return 4 if precision == 'fp32' else 2
 
+# %% ../nbs/04b_scoring.ipynb #b9044605
 def _eval_bytes(shape, seq_len:int, kind:str, a:int) -> tuple[float, float]:
     "評価の 1 系列あたりのバイト数と、バッチによらない分（採点で 1 行ずつ取る fp32 の log-softmax）"
     kv = 2*shape.layers*shape.kv_heads*shape.head_dim*seq_len*a                     # KV キャッシュ
@@ -87,6 +91,7 @@ def _eval_bytes(shape, seq_len:int, kind:str, a:int) -> tuple[float, float]:
     if kind == 'generate': return kv + act + 4*shape.vocab, 0.0                    # 生成のロジットは最後の位置だけ
     return kv + act + seq_len*shape.vocab*a, 2*seq_len*shape.vocab*4
 
+# %% ../nbs/04b_scoring.ipynb #6c59a881
 def eval_batch_size(shape,                  # `model_shape` の結果
                     free_gb:float,          # モデルを読んだ後の空きメモリ（GB = 10⁹ バイト）
                     seq_len:int,            # 1 系列の最大トークン数（生成ならプロンプト＋新しいトークン）
@@ -100,6 +105,7 @@ def eval_batch_size(shape,                  # `model_shape` の結果
     per, fixed = _eval_bytes(shape, seq_len, kind, _act_bytes(precision))
     return int(max(1, min(max_batch, (free_gb*GB*(1 - margin) - fixed) // per)))
 
+# %% ../nbs/04b_scoring.ipynb #019a9252
 def eval_quantization(shape,                    # `model_shape` の結果
                       free_gb:float|None,       # 読み込む前の空き VRAM（GB）。None は GPU なし
                       trained:str|None='4bit',  # 学習のときの量子化（run_card の recipe.quantization）
@@ -117,6 +123,7 @@ def eval_quantization(shape,                    # `model_shape` の結果
     if not trained: return _choice('eval.load_as_trained', d, quantization=None)
     return _choice('eval.load_quantized', d, quantization=trained)
 
+# %% ../nbs/04b_scoring.ipynb #abaca7a4
 def _choice(code:str, d:dict, **kw) -> dict: d = {**d, **kw}; return dict(d, code=code, message=msg(code, **d))
 
 # %% ../nbs/04b_scoring.ipynb #483deaa8
@@ -138,6 +145,7 @@ def length_batches(lengths:list[int],        # 系列ごとのトークン数
 def _device(model):
     return next(model.parameters()).device
 
+# %% ../nbs/04b_scoring.ipynb #1d753d5a
 @contextlib.contextmanager
 def _eval_mode(model):
     was = model.training
@@ -146,15 +154,18 @@ def _eval_mode(model):
     finally:
         if was: model.train()
 
+# %% ../nbs/04b_scoring.ipynb #696d7988
 def _bar(total:int, desc:str|None=None, unit:str='it'):
     "Trainer と同じ transformers の tqdm（transformers.utils.logging.disable_progress_bar() や TQDM_DISABLE=1 で消える）"
     from transformers.utils import logging as hf_logging
     return hf_logging.tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not desc)
 
+# %% ../nbs/04b_scoring.ipynb #f5babfc6
 def _precision_of(model) -> str:
     dt = str(model.get_input_embeddings().weight.dtype)
     return 'fp32' if 'float32' in dt else 'bf16' if 'bfloat16' in dt else 'fp16'
 
+# %% ../nbs/04b_scoring.ipynb #3daa8d65
 def _token_budget(model, kind:str, seq_len:int, batch_size:int|None) -> tuple[int|None, int|None]:
     "(batch_size, max_tokens): 指定があればそのまま、なければ GPU の空きから。CPU では 4 系列分"
     if batch_size: return batch_size, None
@@ -165,6 +176,7 @@ def _token_budget(model, kind:str, seq_len:int, batch_size:int|None) -> tuple[in
     free = torch.cuda.mem_get_info(dev)[0]/GB
     return None, eval_batch_size(model_shape(model.config), free, seq_len, kind, _precision_of(model))*seq_len
 
+# %% ../nbs/04b_scoring.ipynb #4050c8fe
 def completion_logps(model,                 # 因果言語モデル
                      seqs:list[tuple[list[int], list[int]]], # (prompt の ID, 応答の ID) の列
                      batch_size:int|None=None, # 一度に流す系列の数（None なら空きメモリから）
@@ -205,6 +217,7 @@ def _rows(data) -> list[dict]:
             if k not in r: raise DataFormatError('eval.missing_field', field=k, row=i+1)
     return rows
 
+# %% ../nbs/04b_scoring.ipynb #2bd72267
 register_messages({f'eval.pe.{k}': dict(ja=j, en=e) for k,j,e in [
     ('repr', 'PreferenceEval({n} 組, β={beta:g}, 正解率 {acc:.1%}, マージン {m:+.4f})', 'PreferenceEval({n} pairs, β={beta:g}, accuracy {acc:.1%}, margin {m:+.4f})'),
     ('head', '| 指標 | 学習前（アダプター無効） | 学習後 |', '| metric | before (adapter off) | after |'),
@@ -217,6 +230,7 @@ register_messages({f'eval.pe.{k}': dict(ja=j, en=e) for k,j,e in [
      'Log-prob change: chosen {sc:+.3f}, rejected {sr:+.3f}.'),
     ('skipped', 'プロンプトだけで max_length に達する、または応答が空', 'the prompt alone reaches max_length, or an answer is empty')]})
 
+# %% ../nbs/04b_scoring.ipynb #af4a144c
 def _pair_seqs(tok, rows:list[dict], max_length:int|None=None) -> tuple[list, list, list[int]]:
     "ペアを (prompt, chosen) と (prompt, rejected) の系列にする。max_length を超える分は応答の末尾を切る（TRL の keep_start）"
     ch, rj, kept = [], [], []
@@ -228,6 +242,7 @@ def _pair_seqs(tok, rows:list[dict], max_length:int|None=None) -> tuple[list, li
     if len(kept) < len(rows): warn('eval.skipped_pairs', n=len(rows) - len(kept), reason=msg('eval.pe.skipped'))
     return ch, rj, kept
 
+# %% ../nbs/04b_scoring.ipynb #52280479
 def pair_logps(model,                  # 因果言語モデル（アダプターの状態はそのまま使う）
                tok,                    # トークナイザー
                dataset,                # 選好データ（Dataset、辞書のリスト、PreferenceData、ファイルのパス）
@@ -245,6 +260,7 @@ def pair_logps(model,                  # 因果言語モデル（アダプター
 def _mean(x) -> float: return float(sum(x)/len(x)) if len(x) else float('nan')
 def _acc(a, b) -> float: return _mean([float(x > y) for x,y in zip(a, b)])
 
+# %% ../nbs/04b_scoring.ipynb #e99e31f5
 @contextlib.contextmanager
 def _phase(code:str, **kw):
     "評価の 1 段階の所要時間を測り、終わったら 1 行で知らせる（`with _phase(...) as info:` の info に数を書き足す）"
@@ -253,12 +269,15 @@ def _phase(code:str, **kw):
     secs = time.time() - t0
     print(msg(code, secs=secs, tps=info.get('tokens', 0)/max(secs, 1e-9), **info), flush=True)
 
+# %% ../nbs/04b_scoring.ipynb #af874c09
 def _sides(): return msg('eval.side_before'), msg('eval.side_after')
 
+# %% ../nbs/04b_scoring.ipynb #e786f09a
 def _need_adapter(model):
     if not (hasattr(model, 'disable_adapter') and hasattr(model, 'peft_config')):
         raise ConfigError('eval.no_adapter', kind=type(model).__name__, arg='model')
 
+# %% ../nbs/04b_scoring.ipynb #ddf99d16
 @dataclass
 class PreferenceEval:
     "保留データでの選好の評価（学習前 = アダプター無効、学習後 = 有効）"
@@ -307,6 +326,7 @@ class PreferenceEval:
         return '\n'.join(t) + '\n\n' + msg('eval.pe.text', n=s['n'], beta=s['beta'], acc=s['reward_accuracy'], m=s['reward_margin'],
                                               rc=s['rewards_chosen'], rr=s['rewards_rejected'], sc=s['shift_chosen'], sr=s['shift_rejected'])
 
+# %% ../nbs/04b_scoring.ipynb #477655c5
 def preference_eval(model,                   # LoRA アダプター付きのモデル（PeftModel）
                     tok,                     # トークナイザー
                     dataset,                 # 保留の選好データ（Dataset、辞書のリスト、PreferenceData、ファイルのパス）

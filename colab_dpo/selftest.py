@@ -28,6 +28,8 @@ _NOUNS = [('犬','動物'),('猫','動物'),('馬','動物'),('牛','動物'),('
   ('お茶','飲み物'),('牛乳','飲み物'),('コーヒー','飲み物'),('ジュース','飲み物'),('水','飲み物'),('紅茶','飲み物')]
 _ADJS = ['大きい','小さい','明るい','赤い','白い','青い','黒い','古い','新しい','長い','短い','重い','軽い','速い','甘い','楽しい','面白い',
          '珍しい','美しい','強い']
+
+# %% ../nbs/06_selftest.ipynb #9e46a973
 _VERBS = [('人気がある','人気があります'),('よく見かける','よく見かけます'),('みんなに好かれている','みんなに好かれています'),
           ('毎日使われる','毎日使われます'),('町でよく見る','町でよく見ます'),('子どもが喜ぶ','子どもが喜びます'),
           ('季節によって変わる','季節によって変わります'),('昔からある','昔からあります'),('写真によく写る','写真によく写ります'),
@@ -36,11 +38,13 @@ PROMPT_TEMPLATES = ['{n}について教えてください。', '{n}はどんな{
 ANSWER_TEMPLATES = dict(polite=['{n}は{c}です。とても{a}です。{vp}。', '{n}は{a}{c}です。{vp}。'],
                         plain=['{n}は{c}だ。とても{a}。{v}。', '{n}は{a}{c}である。{v}。'])
 
+# %% ../nbs/06_selftest.ipynb #070ddb83
 def _facts(seed:int=0) -> list[dict]:
     "項目ごとの事実（名前 n、分類 c、形容詞 a、動詞句 v / vp）を種から決める"
     rng = random.Random(seed)
     return [dict(n=n, c=c, a=rng.choice(_ADJS), **dict(zip(('v', 'vp'), rng.choice(_VERBS)))) for n,c in _NOUNS]
 
+# %% ../nbs/06_selftest.ipynb #fc397e9d
 def _answer(f:dict, style:str, k:int) -> str: return ANSWER_TEMPLATES[style][k].format(**f)
 
 # %% ../nbs/06_selftest.ipynb #4e2460f7
@@ -70,6 +74,7 @@ def style_task(n_train:int|None=None,   # 学習用ペアの数（None なら全
 # %% ../nbs/06_selftest.ipynb #441e3e34
 _POLITE = re.compile(r'(です|ます|でした|ました|ません|でしょう)$')
 
+# %% ../nbs/06_selftest.ipynb #0b995f63
 def answer_style(text:str # 生成した回答
                 ) -> str: # 'polite'、'plain'、'mixed'、'empty' のどれか
     "回答の文体を文末から判定する"
@@ -78,6 +83,7 @@ def answer_style(text:str # 生成した回答
     k = sum(bool(_POLITE.search(s)) for s in ss)
     return 'polite' if 2*k > len(ss) else 'plain' if k == 0 else 'mixed'
 
+# %% ../nbs/06_selftest.ipynb #f664f145
 def style_share(answers:list[str], # 回答の列
                 style:str='polite', # 数える文体
                ) -> float: # その文体の回答の割合（回答が無ければ 0）
@@ -87,14 +93,17 @@ def style_share(answers:list[str], # 回答の列
 # %% ../nbs/06_selftest.ipynb #ecb20b7a
 MINI_DIMS = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4)
 
+# %% ../nbs/06_selftest.ipynb #a50f3c92
 def cache_dir() -> Path:
     "ミニモデルなどのキャッシュのフォルダ（COLAB_DPO_CACHE か ~/.cache/colab_dpo）"
     return Path(os.environ.get('COLAB_DPO_CACHE') or '~/.cache/colab_dpo').expanduser()
 
+# %% ../nbs/06_selftest.ipynb #a91e0b1e
 def chat_texts(tok, pairs:list[tuple[str, str]]) -> list[str]:
     "(プロンプト, 回答) をチャットテンプレートで 1 つの文字列にする"
     return [tok.apply_chat_template([dict(role='user', content=p), dict(role='assistant', content=a)], tokenize=False) for p,a in pairs]
 
+# %% ../nbs/06_selftest.ipynb #1de2dba2
 def _mini_key(texts:list[str], arch:str, tok, steps:int, seed:int, extra:dict) -> str:
     import transformers
     h = hashlib.sha256(json.dumps(dict(arch=arch, steps=steps, seed=seed, dims=MINI_DIMS, vocab=sorted(tok.get_vocab().items())[:50], n=len(tok),
@@ -113,6 +122,7 @@ def _mini_config(arch:str, tok):
     if arch == 'gemma2': d.update(head_dim=32, query_pre_attn_scalar=32)
     return type(base)(**d)
 
+# %% ../nbs/06_selftest.ipynb #d8cba743
 def _batch(seqs:list[list[int]], pad:int):
     import torch
     L = max(map(len, seqs))
@@ -123,6 +133,7 @@ def _batch(seqs:list[list[int]], pad:int):
 # %% ../nbs/06_selftest.ipynb #4a4306c2
 register_messages({'selftest.pretrain_step': dict(ja='step {s}: loss {loss:.3f}（{t:.0f} 秒）', en='step {s}: loss {loss:.3f} ({t:.0f} s)')})
 
+# %% ../nbs/06_selftest.ipynb #3b778705
 def pretrain_mini_model(path:str|Path|None=None, # 保存先（None ならキャッシュの中の、入力のハッシュの名前のフォルダ）
                         corpus:list[str]|None=None, # 事前学習の文章の列（None なら style_corpus をチャットテンプレートで整形したもの）
                         arch:str='qwen2',        # TINY_ARCHS のどれか
@@ -169,6 +180,7 @@ def pretrain_mini_model(path:str|Path|None=None, # 保存先（None ならキャ
 # %% ../nbs/06_selftest.ipynb #e0a6aa37
 SELFTEST_RECIPE = dict(learning_rate=5e-4, beta=0.1, num_train_epochs=2.0)  # bench/selftest_sweep.py の実測で選んだ値
 
+# %% ../nbs/06_selftest.ipynb #e646e741
 register_messages({
     'selftest.output_exists': dict(ja='出力先 {path} は空ではありません。消してよいなら自分で消すか、別の --output-dir を指定してください',
                                    en='The output folder {path} is not empty. Remove it yourself if that is fine, or pass another --output-dir'),
@@ -202,6 +214,7 @@ def style_stats(before:list[str], # 学習前の回答
 def _write_jsonl(rows:list[dict], path:Path) -> Path:
     path.write_text('\n'.join(json.dumps(r, ensure_ascii=False) for r in rows) + '\n', encoding='utf-8'); return path
 
+# %% ../nbs/06_selftest.ipynb #5bb736a9
 def _selftest_recipe(profile:str, mini:Path, data:Path, run_dir:Path, **over):
     "プロファイルのレシピを、ミニモデルとこの課題に合わせる（変えるのはこの関数の項目だけ）"
     from colab_dpo.training import DPORecipe
@@ -234,6 +247,7 @@ def selftest(profile:str='cpu',               # 製品のプロファイル: cpu
     try: return _selftest(profile, out, arch, seed, learning_rate, beta, epochs, n_train, n_heldout, swap, max_new_tokens, pretrain_steps)
     finally: torch.set_num_threads(threads)
 
+# %% ../nbs/06_selftest.ipynb #da607ee8
 def _selftest(profile, out, arch, seed, learning_rate, beta, epochs, n_train, n_heldout, swap, max_new_tokens, pretrain_steps) -> dict:
     import torch
     from colab_dpo.training import train_dpo
@@ -267,6 +281,7 @@ def _selftest(profile, out, arch, seed, learning_rate, beta, epochs, n_train, n_
 # %% ../nbs/06_selftest.ipynb #f4f615a2
 def _dumps(r:dict) -> str: return json.dumps(r, ensure_ascii=False, indent=1)
 
+# %% ../nbs/06_selftest.ipynb #f5bef4ab
 def selftest_text(r:dict # selftest の結果
                  ) -> str: # 人が読む日本語の要約（COLAB_DPO_LANG=en なら英語）
     "自己診断の結果を数行の文章にする"

@@ -22,6 +22,7 @@ def _search_roots() -> list[Path]:
         roots += [d/'shared'/'fixtures' for d in (start, *start.parents)]
     return list(dict.fromkeys(roots))
 
+# %% ../nbs/00a_tiny.ipynb #0e685ff1
 def fixture_path(*parts:str # `shared/fixtures/` の中の相対パス（例: `'tinyswallow_tokenizer'`）
                 ) -> Path|None: # 見つかったパス。無ければ None
     "共有 fixtures のファイルやフォルダを探す（無ければ None を返してテストを飛ばせるようにする）"
@@ -40,12 +41,16 @@ _CHATML = ("{%- for m in messages %}{%- if loop.first and m['role'] != 'system' 
 _LLAMA3 = ("{{- bos_token }}{%- for m in messages %}"
            "{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
            "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
+
+# %% ../nbs/00a_tiny.ipynb #6e9e8bb6
 _GEMMA = ("{{- bos_token }}{%- set ns = namespace(sys='') %}{%- for m in messages %}"
           "{%- if m['role'] == 'system' %}{%- set ns.sys = m['content'] | trim + '\\n\\n' %}{%- else %}"
           "{%- set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
           "{{- '<start_of_turn>' + role + '\\n' + (ns.sys if role == 'user' else '') + m['content'] | trim + '<end_of_turn>\\n' }}"
           "{%- if role == 'user' %}{%- set ns.sys = '' %}{%- endif %}{%- endif %}{%- endfor %}"
           "{%- if add_generation_prompt %}{{- '<start_of_turn>model\\n' }}{%- endif %}")
+
+# %% ../nbs/00a_tiny.ipynb #c59a7ec4
 _RINNA = ("{%- set ns = namespace(sys='', n=0) %}{%- for m in messages %}"
           "{%- if m['role'] == 'system' %}{%- set ns.sys = m['content'] %}{%- else %}"
           "{%- if ns.n > 0 %}{{- '<NL>' }}{%- endif %}{%- set ns.n = ns.n + 1 %}"
@@ -56,6 +61,7 @@ _RINNA = ("{%- set ns = namespace(sys='', n=0) %}{%- for m in messages %}"
 
 CHAT_TEMPLATES = dict(chatml=_CHATML, llama3=_LLAMA3, gemma=_GEMMA, rinna=_RINNA)
 
+# %% ../nbs/00a_tiny.ipynb #f49cc06a
 _FAMILIES = dict(
     qwen2=dict(config='Qwen2Config', since='4.37', bos=None, eos='<|im_end|>', pad='<|endoftext|>', unk=None,
                extra=['<|im_start|>'], words=[], tie=True, template=_CHATML),
@@ -67,6 +73,7 @@ _FAMILIES = dict(
     gpt_neox=dict(config='GPTNeoXConfig', since='4.21', bos='<s>', eos='</s>', pad='[PAD]', unk='[UNK]',
                   extra=[], words=['<NL>'], tie=False, add_bos=False, template=_RINNA))
 
+# %% ../nbs/00a_tiny.ipynb #18f4189d
 register_messages({
     'tiny.unknown_arch': dict(ja='tiny モデルの arch "{arch}" は知りません。{archs} のどれかを指定してください',
                               en='Unknown tiny-model arch "{arch}". Use one of {archs}'),
@@ -75,6 +82,7 @@ register_messages({
         en='The installed transformers {version} has no {config} (added in {since}). Upgrade transformers or use another arch'),
 })
 
+# %% ../nbs/00a_tiny.ipynb #12db3c26
 def _family(arch:str) -> dict:
     if arch not in _FAMILIES: raise ColabDPOError('tiny.unknown_arch', arch=arch, archs=', '.join(TINY_ARCHS), arg='arch')
     return _FAMILIES[arch]
@@ -82,10 +90,12 @@ def _family(arch:str) -> dict:
 # %% ../nbs/00a_tiny.ipynb #4c0f14f8
 _VOCAB = 3000
 
+# %% ../nbs/00a_tiny.ipynb #76c370d3
 def _corpus_lines() -> list[str]:
     import colab_dpo
     return (Path(colab_dpo.__file__).parent/'assets'/'tiny_corpus_ja.txt').read_text(encoding='utf-8').splitlines()
 
+# %% ../nbs/00a_tiny.ipynb #b23959e6
 @functools.lru_cache(maxsize=None)
 def _bpe_json(specials:tuple, vocab_size:int=_VOCAB) -> str:
     "バイトレベル BPE を同梱コーパスで学習し、tokenizer.json の文字列を返す（プロセス内で記憶）"
@@ -140,11 +150,13 @@ def _as_tokenizer(tokenizer, arch:str):
     if not getattr(tokenizer, 'chat_template', None): tokenizer.chat_template = _family(arch)['template']
     return tokenizer
 
+# %% ../nbs/00a_tiny.ipynb #e6a1b61e
 def _gen_eos(tok, arch:str, eos_id):
     ids = [tok.convert_tokens_to_ids(t) for t in _family(arch).get('gen_eos', [])]
     ids = [i for i in ids if isinstance(i, int) and i != tok.unk_token_id]
     return ids if len(ids) > 1 else eos_id
 
+# %% ../nbs/00a_tiny.ipynb #f1e80b03
 def _save_kwargs(model) -> dict:
     "safetensors で保存する（transformers 5 は常に safetensors で、引数そのものが無い）"
     return dict(safe_serialization=True) if 'safe_serialization' in inspect.signature(model.save_pretrained).parameters else {}

@@ -32,10 +32,12 @@ def _is_oom(e:BaseException) -> bool:
     types_ = tuple(t for t in (getattr(torch, 'OutOfMemoryError', None), getattr(torch.cuda, 'OutOfMemoryError', None)) if t)
     return isinstance(e, types_) or (isinstance(e, RuntimeError) and 'out of memory' in str(e).lower())
 
+# %% ../nbs/03_training.ipynb #b039a45b
 def _params_finite(model) -> bool:
     import torch
     return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
 
+# %% ../nbs/03_training.ipynb #52d82bbd
 class _StepGuard:
     "`trainer.training_step` を包み、損失の NaN/inf を見張る（`fault` で OOM・NaN を注入できる）"
     def __init__(self, trainer, fault:dict|None=None):
@@ -52,6 +54,7 @@ class _StepGuard:
         if self.bad is None and not bool(torch.isfinite(loss).all()): self.bad = (step, float(loss.detach().float().mean()))
         return loss
 
+# %% ../nbs/03_training.ipynb #9e6aae7c
 class _RunWatch(_Callback):
     "NaN のステップで止めて保存を取り消し、この実行で保存したチェックポイントを記録する"
     def __init__(self, guard:_StepGuard|None=None): self.guard, self.saved = guard, []
@@ -64,11 +67,13 @@ class _RunWatch(_Callback):
         return control
     def on_save(self, args, state, control, **kw): self.saved.append(Path(args.output_dir)/f'checkpoint-{state.global_step}')
 
+# %% ../nbs/03_training.ipynb #4af20d62
 def _nan_error(bad, recipe:DPORecipe, precision:str, ckpt) -> TrainingError:
     hint = msg('train.nan_fp16') if precision == 'fp16' else ''
     advice = msg('train.nan_advice', lr=recipe.learning_rate, beta=recipe.beta, precision_hint=hint)
     return TrainingError('train.nan_loss', step=bad[0], value=bad[1], advice=advice, ckpt=ckpt or msg('card.none'))
 
+# %% ../nbs/03_training.ipynb #03dd0137
 def _next_settings(s:dict) -> dict|None:
     "OOM の後の設定: マイクロバッチ半分・勾配蓄積倍 → 参照の事前計算 → 勾配チェックポイント（もう下げられなければ None）"
     s = dict(s)
@@ -95,6 +100,7 @@ register_messages({
     'train.expect_fp16_bf16': dict(ja="'fp16' か 'bf16'", en="'fp16' or 'bf16'"),
     'train.cli_paths': dict(ja='ランカード: {card}\nログ: {log}', en='Run card: {card}\nLog: {log}')})
 
+# %% ../nbs/03_training.ipynb #ea69b846
 @dataclass
 class TrainResult:
     "`train_dpo` の結果"
@@ -122,16 +128,19 @@ def _as_recipe(recipe_or_path, overrides:dict) -> DPORecipe:
     if isinstance(recipe_or_path, dict): return DPORecipe.from_dict({**recipe_or_path, **overrides})
     return DPORecipe.load(recipe_or_path, **overrides)
 
+# %% ../nbs/03_training.ipynb #c891d532
 def _default_models() -> list[str]:
     "モデルの指定が無いときの候補: 読み込みモジュールの既定（`DEFAULT_CANDIDATES`。登録簿の全部ではない）"
     from colab_dpo.loading import DEFAULT_CANDIDATES
     return list(DEFAULT_CANDIDATES)
 
+# %% ../nbs/03_training.ipynb #949edfc5
 def _registry_entry(model_id:str):
     "登録簿の `ModelSpec`（登録されていなければ None）"
     from colab_dpo.loading import MODEL_REGISTRY
     return MODEL_REGISTRY.get(model_id)
 
+# %% ../nbs/03_training.ipynb #b69e6fbc
 def _model_licence(model_id:str, folder=None) -> str|None:
     "モデルのライセンス（登録簿 → モデルカードの license 行。わからなければ None）"
     lic = getattr(_registry_entry(model_id), 'license', None)
@@ -140,11 +149,13 @@ def _model_licence(model_id:str, folder=None) -> str|None:
             if line.strip().lower().startswith('license:'): lic = line.split(':', 1)[1].strip(); break
     return lic
 
+# %% ../nbs/03_training.ipynb #23772c68
 def _licence_note(model_id:str, folder=None) -> str:
     "モデルのライセンス注記（登録簿 → モデルカードの license 行 → 一般的な注意）"
     lic = _model_licence(model_id, folder)
     return msg('train.licence_known' if lic else 'train.licence_unknown', model=model_id, lic=lic) + msg('train.licence_inherit')
 
+# %% ../nbs/03_training.ipynb #90b396b1
 def _arch_of(src) -> str|None:
     "フォルダの config.json、登録簿、Hub の設定（ネットワーク）の順にモデルの型を調べる"
     if src is None: return None
@@ -168,6 +179,7 @@ def _load_kw(recipe:DPORecipe) -> dict:
         torch.cuda.set_device(kw['device_map'][''])   # メモリ計画の空き VRAM も自分の GPU で測る
     return kw
 
+# %% ../nbs/03_training.ipynb #5f028a36
 def _load(recipe:DPORecipe, workdir:Path) -> tuple:
     "モデルとトークナイザーを読む。ドライランなら対象と同じ型・同じトークナイザーのミニモデルを作る"
     from colab_dpo import loading
@@ -192,6 +204,7 @@ def _load(recipe:DPORecipe, workdir:Path) -> tuple:
     model = AutoModelForCausalLM.from_pretrained(tiny, **{_dtype_kw(): torch.float32})
     return model, tok, dict(model_id=str(target), source=str(tiny), arch=arch, dry_run=True, tokenizer=str(tok_src))
 
+# %% ../nbs/03_training.ipynb #9dc73dd3
 def _jsonable(o):
     "ランカードに書ける形にする（知らない型は文字列）"
     if isinstance(o, dict): return {str(k): _jsonable(v) for k,v in o.items()}
@@ -201,6 +214,7 @@ def _jsonable(o):
     if isinstance(o, Path): return str(o)
     return repr(o) if hasattr(o, '__dict__') else str(o)
 
+# %% ../nbs/03_training.ipynb #1a8039fd
 def _load_data(recipe:DPORecipe, tok, stats_rows:int|None=None, stats_max_length:int|None=None) -> tuple:
     "選好データを読み、行数を絞って学習用と評価用に分ける。長さの統計は先頭 stats_rows 行（None なら全行）から"
     from colab_dpo import data as cdata
@@ -221,6 +235,7 @@ def _load_data(recipe:DPORecipe, tok, stats_rows:int|None=None, stats_max_length
     rep = {k: (len(v) if k == 'issues' else v) for k,v in dict(pd.report).items()}   # 問題の一覧は件数だけ（全文は data の report に）
     return ds, ev, _jsonable(rep), stats
 
+# %% ../nbs/03_training.ipynb #99c67a92
 def _np_max(a, b):
     import numpy as np
     return np.maximum(a, b)
@@ -241,6 +256,7 @@ def _dpo_args(recipe:DPORecipe, settings:dict, ckdir:Path, precision:str, has_ev
     if recipe.loss_weights is not None: d['loss_weights'] = recipe.loss_weights
     return {**d, **extra}
 
+# %% ../nbs/03_training.ipynb #33b7bfa9
 def _vram_budget(recipe:DPORecipe) -> float|None:
     "計画の VRAM 予算: GPU なら（空き＋このプロセスが確保済みの分）、レシピの vram_gb が小さければそちら。GPU がなければ None"
     import torch
@@ -253,6 +269,7 @@ def _vram_budget(recipe:DPORecipe) -> float|None:
 # %% ../nbs/03_training.ipynb #fc2cc19c
 def _resolve_resume(recipe:DPORecipe, ckdir:Path) -> Path|None: return resolve_resume(recipe.resume, ckdir)
 
+# %% ../nbs/03_training.ipynb #d4a5370c
 def _final_metrics(history:list, state=None) -> dict:
     "ログの各指標の最後の値（メモリの項目は除く）。state があれば step・epoch はトレーナーの最終状態、train_loss は全ステップの平均"
     m = {}
@@ -266,6 +283,7 @@ def _final_metrics(history:list, state=None) -> dict:
     if logs and prev: m['train_loss'] = tot / prev
     return m
 
+# %% ../nbs/03_training.ipynb #c1e48c16
 def _target_plan(recipe:DPORecipe, info:dict, stats:dict) -> MemoryPlan|None:
     "ドライラン: 本番のモデルの設定で、レシピの VRAM 予算（既定は T4）に収まるかを見積もる"
     srcs = [x for x in (info['model_id'], info.get('tokenizer')) if x]
@@ -282,6 +300,7 @@ def _target_plan(recipe:DPORecipe, info:dict, stats:dict) -> MemoryPlan|None:
                            vram_gb=recipe.vram_gb or PROFILES['t4']['vram_gb'], margin=recipe.vram_margin, method=recipe.method)
     return None
 
+# %% ../nbs/03_training.ipynb #7c0edcb8
 def _shrink_for_dry_run(r:DPORecipe) -> DPORecipe:
     "ドライランは配線の確認なので、2 ステップ・8 行・128 トークン・マイクロバッチ 1 に縮める（本物の語彙でも CPU で数十秒）"
     return r.replace(max_steps=min(r.max_steps, 2) if r.max_steps > 0 else 2, max_rows=min(r.max_rows or 8, 8),
@@ -289,6 +308,7 @@ def _shrink_for_dry_run(r:DPORecipe) -> DPORecipe:
                      gradient_accumulation_steps=1, eval_ratio=min(r.eval_ratio, 0.25), save_steps=2, logging_steps=1, preflight_steps=0,
                      merge=False, push_to_hub=None, resume=None, oom_retries=0)
 
+# %% ../nbs/03_training.ipynb #f944e516
 def _reload(info:dict, recipe:DPORecipe, base=None):
     "OOM の再試行・予行演習の後に、同じモデルをまっさらな状態で読み直す（事前に読んだ基盤モデルなら LoRA を外して使い回す）"
     import torch
@@ -304,6 +324,7 @@ def _group_by_length(recipe:DPORecipe, settings:dict) -> bool:
     "長さでまとめるか: レシピの指定、None ならマイクロバッチ 2 以上のとき（1 ならまとめてもパディングは減らない）"
     return recipe.group_by_length if recipe.group_by_length is not None else settings['per_device_train_batch_size'] > 1
 
+# %% ../nbs/03_training.ipynb #dac691e2
 def _make_trainer(model, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str, callbacks:list, **extra):
     from colab_dpo import loading
     from transformers import set_seed
@@ -314,6 +335,7 @@ def _make_trainer(model, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict
                         group_by_length=_group_by_length(recipe, settings) and recipe.method != 'kto',
                         **_dpo_args(recipe, settings, ckdir, precision, eval_ds is not None, **extra))
 
+# %% ../nbs/03_training.ipynb #15e6b3f9
 def _preflight(model, tok, train_ds, recipe:DPORecipe, settings:dict, precision:str, extra:dict, fault:dict):
     "最長の数行で数ステップだけ走らせ、データ・テンプレート・メモリ・損失を確かめる（保存はしない）"
     lens = _pair_lengths(train_ds, tok)
@@ -347,12 +369,14 @@ def ref_passes(recipe:DPORecipe, # レシピ
         return recipe.max_steps * recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * world / max(rows, 1)
     return float(recipe.num_train_epochs)
 
+# %% ../nbs/03_training.ipynb #7ca0819b
 def _precompute_default(recipe:DPORecipe, rows:int) -> bool|None:
     "precompute_ref_log_probs が None のときの既定: 2 周以上なら事前計算（参照の順伝播は 1 周で済む）。それ以外は計画に任せる"
     if recipe.method in ('orpo', 'simpo'): return False   # 参照モデルが無い
     if recipe.precompute_ref_log_probs is not None: return recipe.precompute_ref_log_probs
     return True if ref_passes(recipe, rows) >= 2 else None
 
+# %% ../nbs/03_training.ipynb #b8805f9b
 def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, precision:str, rows:int) -> tuple:
     "メモリ計画を立て、GPU なら（auto_plan のとき）その設定を使う。ドライランは本番のモデルで T4 の計画だけを示す"
     pre = _precompute_default(recipe, rows)
@@ -372,11 +396,13 @@ def _plan(recipe:DPORecipe, target:DPORecipe, model, info:dict, stats:dict, prec
     if plan.fits is not None and recipe.auto_plan: settings = plan.dpo_args()
     return _per_rank(plan), settings
 
+# %% ../nbs/03_training.ipynb #f54e0216
 def _per_rank(plan:MemoryPlan|None) -> MemoryPlan|None:
     "計画は 1 プロセス（1 GPU）あたり。実効バッチにはプロセス数を掛ける"
     if plan is not None: plan.world_size = world_size()
     return plan
 
+# %% ../nbs/03_training.ipynb #eaac4de2
 def _reusable(trainer, model):
     "OOM の後も同じ基盤モデルを使えるなら、注入された LoRA を外して返す。LoRA が残る・重みが有限でないなら None（読み直す）"
     import torch
@@ -386,6 +412,7 @@ def _reusable(trainer, model):
     if m is None or any('lora_' in n for n,_ in m.named_modules()): return None
     return m if all(bool(torch.isfinite(p).all()) for p in m.parameters() if p.is_floating_point()) else None
 
+# %% ../nbs/03_training.ipynb #a30ffafe
 def _already_at_end(trainer, ck:Path|None, recipe:DPORecipe) -> bool:
     "再開するチェックポイントがもう max_steps に達していれば、学習せずにその重みと状態を読むだけにする（transformers は 1 ステップ余計に学習する）"
     if ck is None or recipe.max_steps <= 0 or int(ck.name.rsplit('-', 1)[1]) < recipe.max_steps: return False
@@ -394,6 +421,7 @@ def _already_at_end(trainer, ck:Path|None, recipe:DPORecipe) -> bool:
     trainer.state = TrainerState.load_from_json(str(ck/'trainer_state.json'))
     return True
 
+# %% ../nbs/03_training.ipynb #19056d60
 def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str,
                          info:dict, callbacks:list, extra:dict, fault:dict, base=None) -> dict:
     "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから続ける（基盤モデルは使い回し、壊れていれば読み直す）"
@@ -428,6 +456,7 @@ def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, se
         retries.append(dict(step=oom['step'], error=oom['error'], resumed_from=str(resume_ck) if resume_ck else None, reloaded=not held, **new))
         settings = new
 
+# %% ../nbs/03_training.ipynb #84c10ea3
 def _pref_eval_data(eval_ds):
     "選好の正解率に使う保留のペア。ペアでない評価（KTO）は同じプロンプトの 👍/👎 を組にし、作れなければ None"
     if eval_ds is None or 'completion' not in eval_ds.column_names: return eval_ds
@@ -435,6 +464,7 @@ def _pref_eval_data(eval_ds):
     from colab_dpo.methods import kto_eval_pairs
     return Dataset.from_list(p) if (p := kto_eval_pairs(eval_ds)) else None
 
+# %% ../nbs/03_training.ipynb #72f0b657
 def _save_outputs(run:dict, run_dir:Path, recipe:DPORecipe, tok, eval_ds) -> Path:
     "アダプター（＋トークナイザー）、実際に使ったレシピ、評価用データ、ログを書く"
     trainer, adapter_dir = run['trainer'], run_dir/'adapter'
@@ -459,6 +489,7 @@ def strip_adapter(model # LoRA を差し込まれたモデル（PeftModel でも
     if getattr(base, '_require_grads_hook', None) is not None: base.disable_input_require_grads()   # 学習ごとにフックが増えないように
     return base
 
+# %% ../nbs/03_training.ipynb #b50908a0
 def _preloaded(model, tok) -> tuple:
     "読み込み済みのモデル: トークナイザーを揃え、ランカード用の情報を作る"
     from colab_dpo import loading
@@ -473,6 +504,7 @@ class _Progress(_Callback):
     def on_train_begin(self, args, state, control, **kw): self.step = state.global_step
     def on_step_end(self, args, state, control, **kw): self.step = state.global_step
 
+# %% ../nbs/03_training.ipynb #87cd0637
 def _disk_need_gb(recipe:DPORecipe) -> float:
     "チェックポイント（LoRA の重み＋Adam の状態）× 残す数＋統合モデルの空きの見積もり。モデルが手元に無ければ小さな下限だけ"
     src = Path(str((recipe.models or [''])[0])).expanduser()
@@ -482,12 +514,14 @@ def _disk_need_gb(recipe:DPORecipe) -> float:
     merged = (shape.linear_params + shape.other_params) * 2 if recipe.merge else 0
     return (ck + merged) / GB + 0.01
 
+# %% ../nbs/03_training.ipynb #58e7062d
 def _check_dirs(recipe:DPORecipe) -> tuple[Path, Path]:
     "出力とチェックポイントのフォルダが作れて書き込め、空きが足りるかを確かめる"
     run_dir, ckdir, need = Path(recipe.output_dir).expanduser(), checkpoint_dir(recipe), _disk_need_gb(recipe)
     check_writable(run_dir, need, 'output_dir'); check_writable(ckdir, need, 'checkpoint_dir')
     return run_dir, ckdir
 
+# %% ../nbs/03_training.ipynb #2770afc9
 def _hub_problem() -> str|None:
     "Hub に届かない理由（届くなら None）。HF_HUB_OFFLINE を見て、だめなら 3 秒で接続を試す"
     if os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on'): return 'HF_HUB_OFFLINE=1'
@@ -495,12 +529,14 @@ def _hub_problem() -> str|None:
     except OSError as e: return f'{type(e).__name__}: {e}'
     return None
 
+# %% ../nbs/03_training.ipynb #be360436
 def _check_push():
     "アップロードはログインと接続を学習の前に確かめる（学習が終わってから落ちないように）"
     import huggingface_hub
     if (why := _hub_problem()): raise ConfigError('train.push_offline', field='push_to_hub', reason=why)
     if not huggingface_hub.get_token(): raise ConfigError('train.push_no_token', field='push_to_hub')
 
+# %% ../nbs/03_training.ipynb #ef9be771
 def _finished(run_dir:Path, ckdir:Path) -> TrainResult|None:
     "完了済みの実行の結果を読み直す（ランカードが読めなければ None: 学習し直して書き直す）"
     try: card = json.loads((run_dir/'run_card.json').read_text(encoding='utf-8'))
@@ -523,6 +559,7 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
     try: return _train_dpo(recipe_or_path, callbacks, _fault, model, tokenizer, overrides)
     finally: strip_adapter(model); _free_cuda()   # 成功でも失敗でも、次の学習のために LoRA とオプティマイザーを手放す
 
+# %% ../nbs/03_training.ipynb #7aef3a18
 def _train_dpo(recipe_or_path, callbacks, _fault, base, tokenizer, overrides) -> TrainResult:
     "`train_dpo` の本体: フォルダの確認、ロック、完了済みの判定（base は読み込み済みの基盤モデルか None）"
     target = _as_recipe(recipe_or_path, overrides)
@@ -543,6 +580,7 @@ def _train_dpo(recipe_or_path, callbacks, _fault, base, tokenizer, overrides) ->
         if main: write_run_state([run_dir, ckdir], fp, 'complete', global_step=res.metrics.get('step'), **span)
     return res
 
+# %% ../nbs/03_training.ipynb #8bd0e861
 def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|None, base=None, tokenizer=None) -> TrainResult:
     "`train_dpo` の本体（フォルダの確認とロックの内側）"
     import torch
@@ -598,6 +636,7 @@ def _scrub(o):
     if isinstance(o, list): return [_scrub(v) for v in o]
     return _redact(o) if isinstance(o, str) else o
 
+# %% ../nbs/03_training.ipynb #b1b5b802
 def run_card(recipe:DPORecipe, # 実際に使ったレシピ
              *, info:dict, # モデルの情報（model_id、source、dry_run など）
              precision:str, # 使った精度
@@ -618,6 +657,7 @@ def run_card(recipe:DPORecipe, # 実際に使ったレシピ
                 precision=precision, recipe=recipe.to_dict(), plan=asdict(plan) if plan else None, **facts)
     return _scrub(_jsonable(card))
 
+# %% ../nbs/03_training.ipynb #90356c4b
 register_messages({f'card.{k}': dict(ja=j, en=e) for k,j,e in [
     ('item', '項目', 'item'), ('value', '値', 'value'), ('none', 'なし', 'none'), ('yes', 'はい', 'yes'), ('no', 'いいえ', 'no'),
     ('dry', '> **ドライラン**: 本番と同じ型・同じトークナイザーのランダムなミニモデルで、配線だけを確かめた記録です。',
@@ -635,11 +675,13 @@ register_messages({f'card.{k}': dict(ja=j, en=e) for k,j,e in [
     ('measured', '- 実測: {s}', '- measured: {s}'),
     ('oom', '- OOM からの再試行: {step} ステップ目 → マイクロバッチ {micro}', '- OOM retry: step {step} → micro-batch {micro}')]})
 
+# %% ../nbs/03_training.ipynb #dcc8eb3f
 _MD_METRICS = ('step', 'epoch', 'train_loss', 'loss', 'rewards/accuracies', 'rewards/margins', 'rewards/chosen', 'rewards/rejected',
                'eval_loss', 'eval_rewards/accuracies', 'eval_rewards/margins', 'train_runtime')
 
 def _md_table(rows) -> str: return '\n'.join([f"| {msg('card.item')} | {msg('card.value')} |", '|---|---|'] + [f'| {k} | {v} |' for k,v in rows])
 
+# %% ../nbs/03_training.ipynb #45ea910d
 def run_card_markdown(card:dict # `run_card` の結果
                      ) -> str: # 日本語の Markdown
     "ランカードを日本語の Markdown にする"
@@ -668,6 +710,7 @@ def run_card_markdown(card:dict # `run_card` の結果
            C('h_licence'), m['licence_note'], *licence_lines(card.get('licence')), '']
     return '\n'.join(out)
 
+# %% ../nbs/03_training.ipynb #f071e2a3
 def write_run_card(card:dict, # `run_card` の結果
                    run_dir:str|Path # 書き出すフォルダ
                   ) -> tuple[Path, Path]: # (run_card.json, run_card.md)
@@ -685,6 +728,7 @@ def _refuse_dry(run_dir:Path):
     except (OSError, ValueError, AttributeError): dry = False
     if dry: raise ConfigError('train.dry_run_result', path=str(run_dir))
 
+# %% ../nbs/03_training.ipynb #468387a2
 def merge_adapter(adapter_dir:str|Path, # LoRA アダプターのフォルダ
                   base:str|Path, # 基盤モデル（Hub ID かフォルダ）。量子化せずに読み直す
                   out_dir:str|Path, # 統合モデルの保存先
@@ -731,6 +775,7 @@ _CLI_KEYS = dict(model='models', tokenizer='tokenizer', data='data', output_dir=
                  method='method', loss_weights='loss_weights')
 _NONE_WORDS = ('none', 'null', 'no', 'off')
 
+# %% ../nbs/03_training.ipynb #81f7ce3d
 def cli_recipe(config:str|None=None, profile:str|None=None, dry_run:bool=False, merge:bool=False, **flags) -> DPORecipe:
     "CLI の引数からレシピを作る（レシピファイル／プロファイル → フラグの順に上書き）"
     over = {_CLI_KEYS[k]: v for k,v in flags.items() if v is not None}

@@ -34,6 +34,7 @@ class Known:
 def _k(code, types, pattern, title_ja, title_en, cause_ja, cause_en, fix_ja, fix_en):
     return Known(code, dict(ja=title_ja, en=title_en), dict(ja=cause_ja, en=cause_en), dict(ja=fix_ja, en=fix_en), types, pattern)
 
+# %% ../nbs/05_troubleshoot.ipynb #dad5a877
 KNOWN_ERRORS: list[Known] = [
     _k('trouble.fp16_bf16_adapter', ('RuntimeError','NotImplementedError'), r"_amp_foreach_non_finite_check_and_unscale|not implemented for 'BFloat16'|unscale FP16 gradients",
        'fp16 の GradScaler と bf16 のアダプタの衝突', 'fp16 GradScaler vs bf16 adapter weights',
@@ -143,9 +144,11 @@ class Diagnosis:
     def __str__(self): return f"[{self.code}] {self.title}" + ''.join(f"\n  {l}: {v}" for l,v in self._lines(error=False))
     def _repr_markdown_(self): return f"**{self.title}** (`{self.code}`)\n\n" + '\n'.join(f"- {l}: {v}" for l,v in self._lines())
 
+# %% ../nbs/05_troubleshoot.ipynb #47dbf729
 register_messages({'trouble.cause': dict(ja='原因', en='Cause'), 'trouble.fix': dict(ja='直し方', en='Fix'),
                    'trouble.original': dict(ja='元のエラー', en='Original error'), 'trouble.diagnosis': dict(ja='エラーの診断: {d}', en='Diagnosis: {d}')})
 
+# %% ../nbs/05_troubleshoot.ipynb #954f97fb
 def explain_error(exc:BaseException # 診断する例外
                  ) -> Diagnosis|None: # 既知の失敗なら診断、知らないものなら None
     "例外を既知の失敗のカタログと照らし、日本語（または英語）の原因と直し方を返す"

@@ -46,6 +46,10 @@ register_messages({
     'tune.trial_line': dict(ja='試行 {n}（{k}/{total}）: {state}、目的 {value}、{steps} ステップ、{secs:.0f} 秒、{params}',
                             en='Trial {n} ({k}/{total}): {state}, objective {value}, {steps} steps, {secs:.0f} s, {params}'),
     'tune.state_COMPLETE': dict(ja='完了', en='complete'), 'tune.state_PRUNED': dict(ja='打ち切り', en='pruned'),
+})
+
+# %% ../nbs/07_tune.ipynb #1e19f8ea
+register_messages({
     'tune.state_FAIL': dict(ja='失敗', en='failed'), 'tune.state_RUNNING': dict(ja='実行中', en='running'),
     'tune.state_WAITING': dict(ja='待機', en='waiting'),
     'tune.trial_failed': dict(ja='試行 {n} は失敗しました（{reason}）。探索は続けます', en='Trial {n} failed ({reason}); the search goes on'),
@@ -65,6 +69,7 @@ register_messages({
 DEFAULT_SPACE = dict(learning_rate=(1e-6, 1e-3, 'log'), beta=(0.02, 0.5, 'log'), lora_r=[8, 16, 32])
 OPTIONAL_SPACE = dict(loss_type=['sigmoid', 'ipo', 'hinge'], warmup_ratio=(0.0, 0.2))
 
+# %% ../nbs/07_tune.ipynb #0c5ac343
 def check_space(space:dict # 項目名 → (下限, 上限[, 'log']) か候補のリスト
                ) -> dict: # JSON にそのまま書ける形（タプルはリスト）
     "探索範囲を検証し、保存できる形にそろえる"
@@ -86,6 +91,7 @@ def _suggest(trial, name:str, spec:list):
     if isinstance(lo, int) and isinstance(hi, int): return trial.suggest_int(name, lo, hi, log=log)
     return trial.suggest_float(name, float(lo), float(hi), log=log)
 
+# %% ../nbs/07_tune.ipynb #9ac4023c
 def trial_recipe(base:DPORecipe, # 元のレシピ
                  params:dict, # 試す値（項目名 → 値）
                  trial_steps:int, # 1 試行の学習ステップ数
@@ -105,6 +111,7 @@ def _tiebreak(metrics:dict, n:int) -> float:
     m = metrics.get('eval_rewards/margins', 0.0)
     return math.tanh(m if isinstance(m, (int, float)) and math.isfinite(m) else 0.0) / (2 * max(n, 1) + 1)
 
+# %% ../nbs/07_tune.ipynb #9e98a5f9
 def reward_objective(metrics:dict, # 評価の指標（`eval_rewards/accuracies`、`eval_rewards/margins` など）
                      n:int # 保留データのペア数
                     ) -> float: # 報酬の正解率 + 同点を分けるだけのマージンの項
@@ -113,6 +120,7 @@ def reward_objective(metrics:dict, # 評価の指標（`eval_rewards/accuracies`
     if acc is None or not math.isfinite(acc): return float('nan')
     return float(acc) + _tiebreak(metrics, n)
 
+# %% ../nbs/07_tune.ipynb #96735e48
 def logp_accuracy(logps:dict # `pair_logps` の結果（chosen、rejected、chosen_tokens、rejected_tokens）
                  ) -> float: # chosen の 1 トークンあたりの log-prob が rejected より高いペアの割合
     "1 トークンあたりの log-prob で chosen を選ぶ割合"
@@ -152,18 +160,22 @@ def _optuna():
     warnings.filterwarnings('ignore', category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
+# %% ../nbs/07_tune.ipynb #e4f09938
 _HEARTBEAT, _GRACE = 60, 180
 
+# %% ../nbs/07_tune.ipynb #b2a1db2b
 def _pid_alive(pid:int) -> bool:
     import psutil
     try: return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error: return False
 
+# %% ../nbs/07_tune.ipynb #945f448c
 def _requeue(study, t, why:str|None=None):
     "途中で止まった試行を、同じ値でもう一度並べる"
     study.enqueue_trial(t.params, user_attrs={'retry_of': t.number}, skip_if_exists=False)
     warn('tune.stale_trial', n=t.number, why=why or msg('tune.stale_heartbeat', s=_GRACE))
 
+# %% ../nbs/07_tune.ipynb #9d9ecb2f
 def _recover(study) -> list[int]:
     "切断で RUNNING のまま残った試行を失敗にし、同じ値で並べ直す（並べ直した試行の番号）"
     optuna = _optuna()
@@ -183,12 +195,14 @@ def _recover(study) -> list[int]:
 # %% ../nbs/07_tune.ipynb #074fccf9
 _VOLATILE = ('output_dir', 'checkpoint_dir', 'resume', 'push_to_hub', 'merge', 'max_steps', 'dry_run', 'preflight_steps', 'report_to')
 
+# %% ../nbs/07_tune.ipynb #1bc63900
 def _settings(base:DPORecipe, space:dict, objective, trial_steps:int, pruner:str, evals:int) -> dict:
     "study に記録する探索の設定（続きから再開してよいかの判定に使う）"
     rec = {k: v for k,v in base.to_dict().items() if k not in _VOLATILE}
     obj = objective if isinstance(objective, str) else f'{getattr(objective, "__module__", "")}.{getattr(objective, "__qualname__", repr(objective))}'
     return json.loads(json.dumps(dict(recipe=rec, space=space, objective=obj, trial_steps=trial_steps, pruner=pruner, evals=evals), default=str))
 
+# %% ../nbs/07_tune.ipynb #25d9714a
 def _make_pruner(name:str, n_startup:int=3):
     optuna = _optuna()
     if name == 'median': return optuna.pruners.MedianPruner(n_startup_trials=n_startup, n_warmup_steps=0)
@@ -196,6 +210,7 @@ def _make_pruner(name:str, n_startup:int=3):
     if name == 'none': return optuna.pruners.NopPruner()
     raise ConfigError('tune.bad_choice', field='pruner', name='pruner', value=name, choices=['median', 'halving', 'none'])
 
+# %% ../nbs/07_tune.ipynb #385d0df6
 def open_study(out:str|Path, # 出力フォルダ（study.db を置く）
                settings:dict, # `_settings` の結果
                storage:str|None=None, # Optuna のストレージ URL（None なら out/study.db の SQLite）
@@ -241,6 +256,7 @@ class TuneResult:
         return msg('tune.summary', complete=c['COMPLETE'], pruned=c['PRUNED'], failed=c['FAIL'], steps=sum(t['steps'] or 0 for t in self.trials),
                    best=best, value=self.best_value, params=_fmt(self.best_params))
 
+# %% ../nbs/07_tune.ipynb #663dfc9b
 def _fmt(p:dict) -> str: return ', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k,v in p.items())
 
 # %% ../nbs/07_tune.ipynb #4c147e82
@@ -252,6 +268,7 @@ def _trial_record(t) -> dict:
                 rss_gb=a.get('rss_gb'), gpu_allocated_gb=a.get('gpu_allocated_gb'), released=a.get('released'), retry_of=a.get('retry_of'),
                 error=a.get('error'))
 
+# %% ../nbs/07_tune.ipynb #f0bc5a1c
 def _objective_fn(base:DPORecipe, space:dict, objective, trial_steps:int, evals:int, out:Path, model, tok, keep_adapters:bool, verbose:bool):
     optuna = _optuna()
     import torch
@@ -291,6 +308,7 @@ def _progress(total:int):
         if t.state == TrialState.FAIL: warn('tune.trial_failed', n=t.number, reason=t.user_attrs.get('error', '?'))
     return cb
 
+# %% ../nbs/07_tune.ipynb #7359ea08
 def _tune_dir(recipe:DPORecipe, output_dir) -> Path:
     "探索の出力フォルダ（指定が無ければ、Colab で Drive がマウント済みなら Drive、それ以外はレシピの出力フォルダの隣）"
     if output_dir: return Path(output_dir).expanduser()
@@ -339,6 +357,7 @@ def tune_dpo(recipe:DPORecipe|str|Path|dict, # 元のレシピ（ファイル・
 # %% ../nbs/07_tune.ipynb #12c7393a
 _LEGEND = {'Objective Value': 'tune.legend_value', 'Best Value': 'tune.legend_best'}
 
+# %% ../nbs/07_tune.ipynb #aa644b7b
 def _ja_axes(ax, title=None, xlabel=None, ylabel=None):
     if title: ax.set_title(title)
     if xlabel: ax.set_xlabel(xlabel)
@@ -346,6 +365,7 @@ def _ja_axes(ax, title=None, xlabel=None, ylabel=None):
     h, l = ax.get_legend_handles_labels()
     if h: ax.legend(h, [msg(_LEGEND[x]) if x in _LEGEND else x for x in l])
 
+# %% ../nbs/07_tune.ipynb #bf8a7de5
 def plot_study(study, # Optuna の study
                out_dir:str|Path|None=None # PNG の保存先（None なら保存しない）
               ) -> dict: # 図の名前 → Figure
