@@ -16,7 +16,7 @@ from .core import (register_messages, msg, warn, lang, in_colab, ColabDPOError, 
 from .compat import truncate_prompts
 from .readers import *
 from .formats import *
-from .readers import _HUB_ID, _Issues, _Rows, _kind_of, _read_source
+from .readers import _HUB_ID, _Issues, _Rows, _kind_of, _load_hub, _read_source
 from .formats import (_Bad, _NORMALISERS, _Tie, _alpaca_prompt, _column_map, _get, _hint, _msgs, _rename, _tn, _tname)
 
 # %% auto #0
