@@ -53,8 +53,8 @@ def _exe(name):
 def _recipe(tmp_path, name, model, **kw):
     import yaml
     from colab_dpo.data import sample_path
-    r = dict(models=[str(model)], data=str(sample_path()), quantization=None, max_steps=2, max_rows=8, eval_ratio=0.0, max_length=128,
-             max_prompt_length=64, per_device_train_batch_size=1, gradient_accumulation_steps=1, save_steps=2, logging_steps=1,
+    r = dict(models=[str(model)], data=str(sample_path()), quantization=None, max_steps=2, max_rows=8, eval_ratio=0.0, max_length=192,
+             max_prompt_length=96, per_device_train_batch_size=1, gradient_accumulation_steps=1, save_steps=2, logging_steps=1,
              gradient_checkpointing=False, lora_dropout=0.0, group_by_length=False, precompute_ref_log_probs=False, learning_rate=5e-3,
              warmup_ratio=0.0, lr_scheduler_type='constant', optim='adamw_torch', seed=0, resume='auto', report_to='none',
              output_dir=str(tmp_path/name))
@@ -92,6 +92,7 @@ def test_cli_two_processes_equals_single_and_resumes(tmp_path):
     assert r.stdout.count('ランカード:') == 1                                # 結果の表示はメインのプロセスだけ
     card = json.loads((two/'run_card.json').read_text())
     assert card['world_size'] == 2 and card['plan']['world_size'] == 2 and card['metrics']['step'] == 2
+    assert card['data']['train_rows'] == 8   # 前提: 8 行すべてが検査を通る（7 行だと分散の側が 1 行を水増しして、最後のステップが 1 プロセスの実行と変わる）
     assert card['metrics']['epoch'] == pytest.approx(0.5)                   # 2 プロセス × 1 ペア × 2 ステップ = 8 行の半分
     assert [p.name for p in (two/'checkpoints').glob('checkpoint-*')] == ['checkpoint-2']
     assert len(list(two.rglob('run_card.json'))) == 1 and len(list(two.glob('adapter/adapter_model.safetensors'))) == 1
