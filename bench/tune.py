@@ -14,27 +14,20 @@
     python bench/tune.py                        # 12 試行（12 ステップ、評価 3 回）× 2 探索 + 2 回の学習（混んだ 2 コアで約 25 分）
     python bench/tune.py --trials 4 --quick     # 動作確認
     python bench/tune.py --json bench/results/tune.json
-    COLAB_DPO_SELFTEST_PY=/path/to/selftest.py python bench/tune.py   # 未統合の selftest モジュールをファイルから読む
 """
 import argparse, importlib.util, json, math, os, sys, tempfile, time
 from pathlib import Path
 
 os.environ.setdefault('TQDM_DISABLE', '1'); os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('MPLBACKEND', 'Agg')
 
-def wilson(k:int, n:int, z:float=1.96) -> list:
-    if n == 0: return [float('nan')] * 2
-    p = k / n; d = 1 + z*z/n; c = (p + z*z/(2*n)) / d; h = z * math.sqrt(p*(1-p)/n + z*z/(4*n*n)) / d
-    return [round(c - h, 4), round(c + h, 4)]
+def wilson(k:int, n:int) -> list:
+    "評価モジュールの Wilson 区間（報告用に 4 桁で丸める）"
+    from colab_dpo.evaluation import wilson as _w
+    return [round(x, 4) for x in _w(k, n)]
 
 def selftest_module():
-    try:
-        import colab_dpo.selftest as st; return st
-    except ImportError: pass
-    path = os.environ.get('COLAB_DPO_SELFTEST_PY')
-    if not path: return None
-    spec = importlib.util.spec_from_file_location('colab_dpo.selftest', path)
-    mod = importlib.util.module_from_spec(spec); mod.__package__ = 'colab_dpo'; sys.modules['colab_dpo.selftest'] = mod
-    spec.loader.exec_module(mod); return mod
+    import colab_dpo.selftest as st
+    return st
 
 def write_jsonl(rows, p:Path) -> Path:
     p.write_text('\n'.join(json.dumps(r, ensure_ascii=False) for r in rows) + '\n', encoding='utf-8'); return p
