@@ -15,7 +15,7 @@
     python bench/tune.py --trials 4 --quick     # 動作確認
     python bench/tune.py --json bench/results/tune.json
 """
-import argparse, importlib.util, json, math, os, sys, tempfile, time
+import argparse, json, os, tempfile, time
 from pathlib import Path
 
 os.environ.setdefault('TQDM_DISABLE', '1'); os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('MPLBACKEND', 'Agg')
