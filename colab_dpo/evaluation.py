@@ -20,8 +20,9 @@ from .scoring import (_bar, _chat_ids, _choice, _conv, _device, _eval_mode, _has
 # %% auto #0
 __all__ = ['JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'MIN_PAIRS', 'ja_ratio', 'distinct_n', 'prompt_ids', 'generate_answers',
            'GenerationComparison', 'compare_generations', 'load_prompt_set', 'read_run_card', 'base_model_of',
-           'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p', 'pairs_needed', 'preference_stats',
-           'verdict', 'generation_flags', 'health', 'EvalReport', 'evaluate_run', 'eval_cli']
+           'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p', 'pairs_needed',
+           'change_pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health', 'EvalReport',
+           'evaluate_run', 'eval_cli']
 
 # %% ../nbs/04_eval.ipynb #5dc2d9df
 _JA = re.compile(r'[\u3000-\u303f\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]')
@@ -390,6 +391,24 @@ def pairs_needed(acc:float, # 見込む正解率（0.5 より大きいこと）
     lo = max(1, n - max(1, n//9) - 1)
     return next((m for m in range(lo, n + 1) if wilson(acc*m, m)[0] > 0.5), n) if n <= cap else None
 
+# %% ../nbs/04_eval.ipynb #8ed754cf
+def change_pairs_needed(worse:int, # 学習で不正解になったペアの数
+                        better:int, # 学習で正解になったペアの数
+                        n:int, # 保留のペアの数
+                        cap:int=100_000, # 探索の上限
+                       ) -> int|None: # 変化が有意になる最小のペア数（良くなっていない、または食い違いが無ければ None）
+    "食い違いの割合と向きが今のままなら、McNemar の検定で学習前後の変化が有意になるのに何組要るか"
+    if better <= worse or n <= 0: return None
+    m = n
+    while m <= cap and mcnemar_p(round(worse*m/n), round(better*m/n)) >= 0.05: m = m + max(1, m//8)
+    return m if m <= cap else None
+
+# %% ../nbs/04_eval.ipynb #e9d4dfee
+def _needed(acc:float, worse:int, better:int, n:int) -> int|None:
+    "判断に要るペア数: 報酬の正解率の区間と、学習前後の変化の検定の両方を満たす数（大きい方）"
+    a, c = pairs_needed(max(acc, 0.6)), change_pairs_needed(worse, better, n)
+    return max(x for x in (a, c) if x) if (a or c) else None
+
 # %% ../nbs/04_eval.ipynb #d4f2a1b3
 def _wins(a, b) -> list[float]: return [1.0 if x > y else 0.5 if x == y else 0.0 for x,y in zip(a, b)]
 
@@ -399,14 +418,14 @@ def preference_stats(pref:PreferenceEval, # preference_eval の結果
     "保留データの選好の評価を、区間と検定つきの固定のキーにまとめる"
     per = lambda c, r: _wins([x/n for x,n in zip(c, pref.chosen_tokens)], [x/n for x,n in zip(r, pref.rejected_tokens)])
     b, a, w = per(pref.ref_chosen, pref.ref_rejected), per(pref.pol_chosen, pref.pol_rejected), _wins(pref.rewards_chosen, pref.rewards_rejected)
-    n = len(w)
+    n, worse, better = len(w), sum(x > y for x,y in zip(b, a)), sum(x < y for x,y in zip(b, a))
     ra = sum(w)/n if n else float('nan')
     return dict(n=n, logp_accuracy_before=_mean(b), logp_accuracy_before_ci=list(wilson(sum(b), n)),
                 logp_accuracy_after=_mean(a), logp_accuracy_after_ci=list(wilson(sum(a), n)),
                 reward_accuracy=ra, reward_accuracy_ci=list(wilson(sum(w), n)),
                 margin_mean=_mean([x - y for x,y in zip(pref.rewards_chosen, pref.rewards_rejected)]),
-                change_p_value=mcnemar_p(sum(x > y for x,y in zip(b, a)), sum(x < y for x,y in zip(b, a))),
-                pairs_needed=pairs_needed(max(ra, 0.6)) if n else None, beta=pref.beta)
+                change_p_value=mcnemar_p(worse, better),
+                pairs_needed=_needed(ra, worse, better, n) if n else None, beta=pref.beta)
 
 # %% ../nbs/04_eval.ipynb #78c0226a
 register_messages({
@@ -464,7 +483,7 @@ def verdict(pref:PreferenceEval|None=None,        # preference_eval の結果
         ps = preference_stats(pref); code = _verdict_code(ps)
         lo, hi = ps['reward_accuracy_ci']; target = max(ps['reward_accuracy'], 0.6)
         kw = dict(n=ps['n'], acc=ps['reward_accuracy'], lo=lo, hi=hi, margin=ps['margin_mean'], before=ps['logp_accuracy_before'],
-                  after=ps['logp_accuracy_after'], p=ps['change_p_value'], target=target, needed=pairs_needed(target) or '?')
+                  after=ps['logp_accuracy_after'], p=ps['change_p_value'], target=target, needed=ps['pairs_needed'] or '?')
         return code, msg(code, **kw)
     if gens is not None and gens.rows:
         s = gens.summary
