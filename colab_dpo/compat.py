@@ -14,10 +14,10 @@ from .core import (register_messages, msg, lang, warn, ColabDPOError, ColabDPOWa
                             DataFormatError, cli_errors, in_colab, decide_precision)
 
 # %% auto #0
-__all__ = ['TESTED_TRL', 'CANONICAL_ARGS', 'DPO_DEFAULTS', 'TRLCaps', 'trl_caps', 'trl_api_shape', 'env_traps', 'env_report',
-           'format_env_report', 'env_cli', 'is_conversational', 'extract_prompt', 'render_chat', 'prompt_length',
-           'cut_prompt', 'truncate_prompts', 'adapt_dataset', 'DPOPlan', 'plan_dpo_args', 'cpu_compact_logprobs',
-           'release_bnb_overrides', 'pair_lengths', 'group_pairs_by_length', 'make_dpo_trainer']
+__all__ = ['CANONICAL_ARGS', 'DPO_DEFAULTS', 'TRLCaps', 'trl_caps', 'trl_api_shape', 'is_conversational', 'extract_prompt',
+           'render_chat', 'prompt_length', 'cut_prompt', 'truncate_prompts', 'adapt_dataset', 'DPOPlan',
+           'plan_dpo_args', 'cpu_compact_logprobs', 'release_bnb_overrides', 'pair_lengths', 'group_pairs_by_length',
+           'make_dpo_trainer']
 
 # %% ../nbs/00_compat.ipynb #05cfa14f
 def _ver(pkg:str) -> str|None:
@@ -96,148 +96,6 @@ def trl_api_shape() -> str|None:
     "インストール済み TRL の DPO API の形 'A'〜'D'（TRL が無ければ None）"
     c = trl_caps()
     return c.shape if c else None
-
-# %% ../nbs/00_compat.ipynb #18588d4d
-register_messages({
-    'compat.env_mixed_precision': dict(
-        ja='環境変数 ACCELERATE_MIXED_PRECISION={value} が設定されています。前に作った学習設定の値が残っていると、後の学習まで {value} の autocast で動きます（4-bit 学習が壊れる原因）。make_dpo_trainer は毎回打ち消しますが、自分で Trainer を作るなら先に `del os.environ["ACCELERATE_MIXED_PRECISION"]` してください',
-        en='ACCELERATE_MIXED_PRECISION={value} is set. A value left over from an earlier training config makes every later trainer run under {value} autocast (this breaks 4-bit training). make_dpo_trainer neutralises it; if you build a Trainer yourself, `del os.environ["ACCELERATE_MIXED_PRECISION"]` first'),
-    'compat.t4_bf16_emulation': dict(
-        ja='{gpu}（計算能力 {cc}）はネイティブの bf16 を持ちません。torch.cuda.is_bf16_supported() は True を返しますがエミュレーションなので遅く、NaN の原因になります。fp16 で学習します',
-        en='{gpu} (compute capability {cc}) has no native bf16. torch.cuda.is_bf16_supported() says True, but it is emulated, slow and can give NaNs. Training uses fp16'),
-    'compat.bnb_without_gpu': dict(
-        ja='bitsandbytes {version} は入っていますが GPU がありません。4-bit・8-bit の学習は CPU ではとても遅いので、GPU（Colab なら T4）で実行してください',
-        en='bitsandbytes {version} is installed but there is no GPU. 4-bit/8-bit training is very slow on CPU; run it on a GPU (a T4 on Colab)'),
-    'compat.bnb_cpu_old_transformers': dict(
-        ja='transformers {version} では CPU で 4-bit モデルを読み込めません（4.53 以降が必要）。GPU を使うか、transformers を更新してください',
-        en='transformers {version} cannot load 4-bit models on CPU (needs 4.53 or later). Use a GPU or upgrade transformers'),
-    'compat.trl_bos_bug': dict(
-        ja='TRL {version} は BOS トークンの無いトークナイザー（Qwen2、TinySwallow）で最初のステップに落ちます。make_dpo_trainer が自動で回避しますが、TRL 0.10 以降への更新を勧めます',
-        en='TRL {version} crashes at the first step with tokenizers that have no BOS token (Qwen2, TinySwallow). make_dpo_trainer works around it; upgrading to TRL 0.10+ is recommended'),
-    'compat.trl_adapter_bf16': dict(
-        ja='TRL {version} は量子化モデルの LoRA 重みを bf16 に変えますが、この GPU の精度は fp16 なので GradScaler が失敗します（TRL issue #4901）。make_dpo_trainer が学習する重みを fp32 に戻します',
-        en='TRL {version} casts the LoRA weights of quantized models to bf16, but this GPU trains in fp16, so the GradScaler fails (TRL issue #4901). make_dpo_trainer casts trainable weights back to fp32'),
-    'compat.colab_no_gpu': dict(
-        ja='Colab で GPU が使えません。メニューの「ランタイム → ランタイムのタイプを変更」で T4 GPU を選んでください',
-        en='No GPU in this Colab session. Choose a T4 GPU in "Runtime → Change runtime type"'),
-})
-
-# %% ../nbs/00_compat.ipynb #c07c4926
-register_messages({
-    'compat.missing_package': dict(ja='{package} が入っていません。`pip install {package}` してください',
-                                   en='{package} is not installed. Run `pip install {package}`'),
-    'compat.untested_version': dict(
-        ja='TRL {version} は検証済みの範囲（{lo}〜{hi}）の外です。うまく動かないときは範囲内の版を入れてください',
-        en='TRL {version} is outside the tested range ({lo} to {hi}). If something fails, install a version in that range'),
-    'compat.trl_import_failed': dict(
-        ja='TRL を import できません: {error}。trl・transformers・peft の版の組み合わせを確認してください',
-        en='Cannot import TRL: {error}. Check that the trl, transformers and peft versions fit together'),
-})
-
-# %% ../nbs/00_compat.ipynb #d0995224
-TESTED_TRL = ('0.7.11', '1.16')
-_PKGS = ('trl', 'transformers', 'peft', 'bitsandbytes', 'datasets', 'accelerate', 'torch')
-
-# %% ../nbs/00_compat.ipynb #81c7c7ff
-def env_traps(r:dict,               # `env_report()` の事実（versions、gpu、compute_capability、precision など）
-              env:dict|None=None,   # 環境変数（None なら os.environ）
-             ) -> list[dict]:       # 当てはまる落とし穴の {code, message} のリスト
-    "環境の事実から、当てはまる既知の落とし穴を日本語の助言付きで挙げる"
-    env, v, out = os.environ if env is None else env, r['versions'], []
-    def add(code, **kw): out.append(dict(code=code, message=msg(code, **kw)))
-    for p in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'accelerate'):
-        if v.get(p) is None: add('compat.missing_package', package=p)
-    if env.get('ACCELERATE_MIXED_PRECISION'): add('compat.env_mixed_precision', value=env['ACCELERATE_MIXED_PRECISION'])
-    if r.get('gpu') and r.get('compute_capability') and not r['bf16_native'] and r.get('bf16_emulated'):
-        add('compat.t4_bf16_emulation', gpu=r['gpu'], cc=r['compute_capability'])
-    if r.get('in_colab') and not r.get('gpu'): add('compat.colab_no_gpu')
-    if v.get('bitsandbytes') and not r.get('gpu'):
-        add('compat.bnb_without_gpu', version=v['bitsandbytes'])
-        if v.get('transformers') and _vt(v['transformers']) < (4,53,0): add('compat.bnb_cpu_old_transformers', version=v['transformers'])
-    t = _vt(v.get('trl'))
-    if t:
-        if (0,7,6) <= t <= (0,9,6): add('compat.trl_bos_bug', version=v['trl'])
-        if t >= (0,29,0) and r.get('precision') == 'fp16': add('compat.trl_adapter_bf16', version=v['trl'])
-        if not _vt(TESTED_TRL[0]) <= t < _vt(TESTED_TRL[1])[:2] + (10**6,):
-            add('compat.untested_version', version=v['trl'], lo=TESTED_TRL[0], hi=TESTED_TRL[1] + '.x')
-    if r.get('trl_error'): add('compat.trl_import_failed', error=r['trl_error'])
-    return out
-
-# %% ../nbs/00_compat.ipynb #c55ecb7c
-def env_report() -> dict:
-    "Python・torch・GPU・精度の判断・各ライブラリの版・TRL の形・当てはまる落とし穴をまとめた辞書"
-    import platform
-    r = dict(python=platform.python_version(), platform=platform.platform(), torch=_ver('torch'), cuda=None, cuda_available=False,
-             gpu=None, compute_capability=None, vram_total_gb=None, vram_free_gb=None, bf16_native=False, bf16_emulated=False,
-             precision='fp32', in_colab=in_colab(), versions={p: _ver(p) for p in _PKGS}, trl_api=None, trl_error=None)
-    if r['torch']:
-        import torch
-        r.update(cuda=torch.version.cuda, cuda_available=torch.cuda.is_available(), precision=decide_precision())
-        if r['cuda_available']:
-            major, minor = torch.cuda.get_device_capability(0)
-            free, total = torch.cuda.mem_get_info(0)
-            r.update(gpu=torch.cuda.get_device_name(0), compute_capability=f"{major}.{minor}", bf16_native=major >= 8,
-                     bf16_emulated=major < 8 and torch.cuda.is_bf16_supported(),
-                     vram_total_gb=round(total/2**30, 2), vram_free_gb=round(free/2**30, 2))
-    if r['versions']['trl']:
-        try: r['trl_api'] = trl_api_shape()
-        except Exception as e: r['trl_error'] = f"{type(e).__name__}: {e}"  # 診断ツールなので、壊れた組み合わせも報告して続ける
-    r['warnings'] = env_traps(r)
-    return r
-
-# %% ../nbs/00_compat.ipynb #93bf8b94
-_LABELS = dict(title=('colab-dpo 環境レポート', 'colab-dpo environment report'), python=('Python', 'Python'),
-               torch=('torch', 'torch'), gpu=('GPU', 'GPU'), cc=('計算能力', 'compute capability'), vram=('VRAM', 'VRAM'),
-               bf16=('ネイティブ bf16', 'native bf16'), precision=('学習の精度', 'precision'), colab=('Colab', 'Colab'),
-               trl_api=('TRL API の形', 'TRL API shape'), versions=('版', 'versions'), none=('なし', 'none'),
-               yes=('はい', 'yes'), no=('いいえ', 'no'), free=('空き', 'free'), warnings=('注意', 'warnings'),
-               ok=('注意すべき点はありません', 'nothing to watch out for'), cuda=('CUDA', 'CUDA'))
-_SHAPES = dict(A=('TRL 0.7–0.8: TrainingArguments + トレーナー引数、tokenizer=', 'TRL 0.7–0.8: TrainingArguments + trainer kwargs, tokenizer='),
-               B=('TRL 0.9–0.11: DPOConfig、tokenizer=、テキストのみ', 'TRL 0.9–0.11: DPOConfig, tokenizer=, text only'),
-               C=('TRL 0.12–0.28: DPOConfig、processing_class=', 'TRL 0.12–0.28: DPOConfig, processing_class='),
-               D=('TRL 0.29 以降: DPOConfig（max_prompt_length・rpo_alpha なし）', 'TRL 0.29+: DPOConfig (no max_prompt_length, rpo_alpha)'))
-register_messages({f'compat.env.{k}': dict(ja=j, en=e) for k,(j,e) in _LABELS.items()})
-register_messages({f'compat.shape.{k}': dict(ja=j, en=e) for k,(j,e) in _SHAPES.items()})
-
-# %% ../nbs/00_compat.ipynb #b51daf8b
-register_messages({'compat.env.vram_free': dict(ja='{total} GB（空き {free} GB）', en='{total} GB (free {free} GB)'),
-                   'compat.env.api': dict(ja='{api}（{shape}）', en='{api} ({shape})')})
-
-# %% ../nbs/00_compat.ipynb #d03fcada
-def _width(s:str) -> int:
-    "端末での表示幅（全角は 2）"
-    import unicodedata
-    return sum(2 if unicodedata.east_asian_width(c) in 'WF' else 1 for c in s)
-
-# %% ../nbs/00_compat.ipynb #29bc4fb8
-def format_env_report(r:dict # `env_report()` の結果
-                     ) -> str: # 人が読むための複数行の文字列
-    "環境レポートを日本語（または英語）の表にする"
-    L = lambda k: msg(f'compat.env.{k}')
-    yn = lambda b: L('yes') if b else L('no')
-    vram = msg('compat.env.vram_free', total=r['vram_total_gb'], free=r['vram_free_gb']) if r['vram_total_gb'] else '-'
-    rows = [(L('python'), r['python']), (L('torch'), r['torch'] or L('none')), (L('cuda'), r['cuda'] or L('none')),
-            (L('gpu'), r['gpu'] or L('none')), (L('cc'), r['compute_capability'] or '-'), (L('vram'), vram),
-            (L('bf16'), yn(r['bf16_native'])), (L('precision'), r['precision']), (L('colab'), yn(r['in_colab'])),
-            (L('trl_api'), msg('compat.env.api', api=r['trl_api'], shape=msg(f"compat.shape.{r['trl_api']}"))
-                           if r['trl_api'] else L('none')),
-            (L('versions'), ', '.join(f"{k} {v or '-'}" for k, v in r['versions'].items()))]
-    w = max(_width(k) for k, _ in rows) + 2
-    lines = [L('title')] + [f"  {k}{' '*(w-_width(k))}{v}" for k, v in rows]
-    ws = r.get('warnings') or []
-    lines.append(f"{L('warnings')} ({len(ws)}):" if ws else f"{L('warnings')}: {L('ok')}")
-    lines += [f"  ⚠ [{x['code']}] {x['message']}" for x in ws]
-    return '\n'.join(lines)
-
-# %% ../nbs/00_compat.ipynb #c81fdef8
-@call_parse
-@cli_errors
-def env_cli(json:bool=False, # JSON で出力する（他のツールに渡すとき）
-           ):
-    "実行環境（GPU、精度、ライブラリの版、TRL の形、当てはまる落とし穴）を表示する"
-    import json as _json
-    r = env_report()
-    print(_json.dumps(r, ensure_ascii=False, indent=1) if json else format_env_report(r))
 
 # %% ../nbs/00_compat.ipynb #efc5202d
 register_messages({

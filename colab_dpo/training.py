@@ -13,6 +13,7 @@ from typing import Any, Annotated
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from . import compat
+from .env import env_report
 from .core import register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, cli_errors, in_colab, decide_precision
 from .checkpoints import (checkpoint_status, find_checkpoints, latest_checkpoint, checkpoint_dir, resolve_resume, check_writable,
                                    run_fingerprint, plan_run, read_run_state, write_run_state, RunLock)
@@ -646,7 +647,7 @@ def run_card(recipe:DPORecipe, # 実際に使ったレシピ
     "ランカード（版、ハードウェア、精度、レシピ、データ統計、メモリ、所要時間、指標、ライセンス注記）の辞書を作る"
     import colab_dpo
     from colab_dpo.registry import licence_summary
-    env = compat.env_report()
+    env = env_report()
     lic = licence_summary(((facts.get('data') or {}).get('report') or {}).get('dataset'), _model_licence(info['model_id'], info.get('source')), info['model_id'])
     for f in lic['flags']: warn(f['code'], stacklevel=3, **f['kw'])   # 継承・非商用の条件はアダプターにもかかる
     card = dict(colab_dpo=colab_dpo.__version__, created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), licence=lic,

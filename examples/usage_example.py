@@ -5,7 +5,7 @@
 """
 import argparse
 from colab_dpo.core import in_colab
-from colab_dpo.compat import env_report
+from colab_dpo.env import env_report
 from colab_dpo.data import load_sample
 from colab_dpo.tiny import fixture_path, make_tiny_model
 from colab_dpo.training import DPORecipe, plan_memory, train_dpo
