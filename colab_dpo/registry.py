@@ -359,7 +359,7 @@ def verify(name:str|None=None, # 短い名前か ID（None なら全部）
 # %% ../nbs/02c_datasets.ipynb #ab994605
 def datasets_table() -> str:
     "登録簿を端末向けの表（列をそろえた文字列）にする"
-    from colab_dpo.compat import _width
+    from colab_dpo.env import _width
     rows = [msg('registry.table_header').split('|')] + [_row(e) for e in DATASETS.values()]
     w = [max(_width(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     fmt = lambda r: '  '.join(str(x) + ' '*(w[i]-_width(str(x))) for i,x in enumerate(r)).rstrip()

@@ -21,10 +21,11 @@ from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数�
 from .recipe import *
 from .memory import *
 from .memory import _Callback, _lora_params, _pair_lengths, _stats_from_lengths
+from .runcard import *
+from .runcard import _registry_entry, _model_licence, _licence_note, _jsonable, _scrub
 
 # %% auto #0
-__all__ = ['TrainResult', 'ref_passes', 'strip_adapter', 'train_dpo', 'run_card', 'run_card_markdown', 'write_run_card',
-           'merge_adapter', 'push_run', 'cli_recipe', 'train_cli']
+__all__ = ['TrainResult', 'ref_passes', 'strip_adapter', 'train_dpo', 'cli_recipe', 'train_cli']
 
 # %% ../nbs/03_training.ipynb #f520e721
 def _is_oom(e:BaseException) -> bool:
@@ -135,27 +136,6 @@ def _default_models() -> list[str]:
     from colab_dpo.loading import DEFAULT_CANDIDATES
     return list(DEFAULT_CANDIDATES)
 
-# %% ../nbs/03_training.ipynb #949edfc5
-def _registry_entry(model_id:str):
-    "登録簿の `ModelSpec`（登録されていなければ None）"
-    from colab_dpo.loading import MODEL_REGISTRY
-    return MODEL_REGISTRY.get(model_id)
-
-# %% ../nbs/03_training.ipynb #b69e6fbc
-def _model_licence(model_id:str, folder=None) -> str|None:
-    "モデルのライセンス（登録簿 → モデルカードの license 行。わからなければ None）"
-    lic = getattr(_registry_entry(model_id), 'license', None)
-    if lic is None and folder and (Path(folder)/'README.md').is_file():
-        for line in (Path(folder)/'README.md').read_text(encoding='utf-8', errors='ignore').splitlines()[:40]:
-            if line.strip().lower().startswith('license:'): lic = line.split(':', 1)[1].strip(); break
-    return lic
-
-# %% ../nbs/03_training.ipynb #23772c68
-def _licence_note(model_id:str, folder=None) -> str:
-    "モデルのライセンス注記（登録簿 → モデルカードの license 行 → 一般的な注意）"
-    lic = _model_licence(model_id, folder)
-    return msg('train.licence_known' if lic else 'train.licence_unknown', model=model_id, lic=lic) + msg('train.licence_inherit')
-
 # %% ../nbs/03_training.ipynb #90b396b1
 def _arch_of(src) -> str|None:
     "フォルダの config.json、登録簿、Hub の設定（ネットワーク）の順にモデルの型を調べる"
@@ -204,16 +184,6 @@ def _load(recipe:DPORecipe, workdir:Path) -> tuple:
     tiny = make_tiny_model(workdir/'tiny_model', arch=arch, tokenizer=tok, seed=recipe.seed)
     model = AutoModelForCausalLM.from_pretrained(tiny, **{_dtype_kw(): torch.float32})
     return model, tok, dict(model_id=str(target), source=str(tiny), arch=arch, dry_run=True, tokenizer=str(tok_src))
-
-# %% ../nbs/03_training.ipynb #9dc73dd3
-def _jsonable(o):
-    "ランカードに書ける形にする（知らない型は文字列）"
-    if isinstance(o, dict): return {str(k): _jsonable(v) for k,v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    if dataclasses.is_dataclass(o) and not isinstance(o, type): return _jsonable(asdict(o))
-    if isinstance(o, (str, int, float, bool)) or o is None: return o
-    if isinstance(o, Path): return str(o)
-    return repr(o) if hasattr(o, '__dict__') else str(o)
 
 # %% ../nbs/03_training.ipynb #1a8039fd
 def _load_data(recipe:DPORecipe, tok, stats_rows:int|None=None, stats_max_length:int|None=None) -> tuple:
@@ -628,143 +598,6 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|N
         if mon.summary: print(mon.summary)
         if recipe.push_to_hub: push_run(run_dir, recipe.push_to_hub)
     return TrainResult(run_dir, adapter_dir, card['metrics'], history, card, ckdir, merged, plan)
-
-# %% ../nbs/03_training.ipynb #8f5f4e33
-def _scrub(o):
-    "トークンらしき文字列を伏せる（トークンの正規表現は読み込みモジュールの `_redact` の 1 か所だけ）"
-    from colab_dpo.loading import _redact
-    if isinstance(o, dict): return {k: _scrub(v) for k,v in o.items()}
-    if isinstance(o, list): return [_scrub(v) for v in o]
-    return _redact(o) if isinstance(o, str) else o
-
-# %% ../nbs/03_training.ipynb #b1b5b802
-def run_card(recipe:DPORecipe, # 実際に使ったレシピ
-             *, info:dict, # モデルの情報（model_id、source、dry_run など）
-             precision:str, # 使った精度
-             plan:MemoryPlan|None=None, # メモリ計画
-             **facts # data、memory、wall_time_s、metrics などの事実
-            ) -> dict:
-    "ランカード（版、ハードウェア、精度、レシピ、データ統計、メモリ、所要時間、指標、ライセンス注記）の辞書を作る"
-    import colab_dpo
-    from colab_dpo.registry import licence_summary
-    env = env_report()
-    lic = licence_summary(((facts.get('data') or {}).get('report') or {}).get('dataset'), _model_licence(info['model_id'], info.get('source')), info['model_id'])
-    for f in lic['flags']: warn(f['code'], stacklevel=3, **f['kw'])   # 継承・非商用の条件はアダプターにもかかる
-    card = dict(colab_dpo=colab_dpo.__version__, created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), licence=lic,
-                model=dict(**info, licence_note=_licence_note(info['model_id'], info.get('source'))),
-                environment=env, hardware=dict(gpu=env.get('gpu'), compute_capability=env.get('compute_capability'),
-                                               vram_total_gb=env.get('vram_total_gb'), cpu=platform.processor() or platform.machine(),
-                                               cpu_count=os.cpu_count(), in_colab=env.get('in_colab')),
-                precision=precision, recipe=recipe.to_dict(), plan=asdict(plan) if plan else None, **facts)
-    return _scrub(_jsonable(card))
-
-# %% ../nbs/03_training.ipynb #90356c4b
-register_messages({f'card.{k}': dict(ja=j, en=e) for k,j,e in [
-    ('item', '項目', 'item'), ('value', '値', 'value'), ('none', 'なし', 'none'), ('yes', 'はい', 'yes'), ('no', 'いいえ', 'no'),
-    ('dry', '> **ドライラン**: 本番と同じ型・同じトークナイザーのランダムなミニモデルで、配線だけを確かめた記録です。',
-     '> **Dry run**: a random mini model of the same architecture and tokenizer, checking only the wiring.'),
-    ('title', '# DPO 学習の記録: {model}', '# DPO training record: {model}'),
-    ('created', '- 作成: {created}（colab-dpo {version}）', '- created: {created} (colab-dpo {version})'),
-    ('wall', '- 所要時間: {s:.1f} 秒', '- wall time: {s:.1f} s'),
-    ('precision', '- 精度: {precision}、量子化: {quant}、LoRA r={r} α={alpha}', '- precision: {precision}, quantization: {quant}, LoRA r={r} α={alpha}'),
-    ('h_env', '## 環境', '## Environment'), ('h_recipe', '## レシピ', '## Recipe'), ('h_data', '## データ', '## Data'),
-    ('h_memory', '## メモリ', '## Memory'), ('h_metrics', '## 最終指標', '## Final metrics'), ('h_licence', '## ライセンス', '## Licence'),
-    ('train_rows', '学習の行数', 'training rows'), ('eval_rows', '評価の行数', 'evaluation rows'), ('pair_max', '最長ペア（トークン）', 'longest pair (tokens)'),
-    ('pair_p95', 'ペア長の 95%点', 'pair length, 95th percentile'), ('pair_mean', 'ペア長の平均', 'pair length, mean'),
-    ('over', 'max_length を超えるペア', 'pairs over max_length'),
-    ('plan_peak', '- 計画の推定ピーク: {gb:.2f} GB', '- planned peak: {gb:.2f} GB'), ('plan_none', '- 計画: なし', '- plan: none'),
-    ('measured', '- 実測: {s}', '- measured: {s}'),
-    ('oom', '- OOM からの再試行: {step} ステップ目 → マイクロバッチ {micro}', '- OOM retry: step {step} → micro-batch {micro}')]})
-
-# %% ../nbs/03_training.ipynb #dcc8eb3f
-_MD_METRICS = ('step', 'epoch', 'train_loss', 'loss', 'rewards/accuracies', 'rewards/margins', 'rewards/chosen', 'rewards/rejected',
-               'eval_loss', 'eval_rewards/accuracies', 'eval_rewards/margins', 'train_runtime')
-
-def _md_table(rows) -> str: return '\n'.join([f"| {msg('card.item')} | {msg('card.value')} |", '|---|---|'] + [f'| {k} | {v} |' for k,v in rows])
-
-# %% ../nbs/03_training.ipynb #45ea910d
-def run_card_markdown(card:dict # `run_card` の結果
-                     ) -> str: # 日本語の Markdown
-    "ランカードを日本語の Markdown にする"
-    from colab_dpo.registry import licence_lines
-    m, e, r, d = card['model'], card.get('environment', {}), card['recipe'], card.get('data', {})
-    v = e.get('versions', {})
-    st = d.get('token_stats', {})
-    mem, plan, met = card.get('memory', {}), card.get('plan') or {}, card.get('metrics', {})
-    no, C = msg('card.none'), lambda k, **kw: msg('card.'+k, **kw)
-    dry = [C('dry'), ''] if m.get('dry_run') else []
-    out = [C('title', model=m['model_id']), '', *dry,
-           C('created', created=card['created'], version=card['colab_dpo']), C('wall', s=card.get('wall_time_s', 0)),
-           C('precision', precision=card['precision'], quant=r['quantization'] or no, r=r['lora_r'], alpha=r['lora_alpha']), '',
-           C('h_env'), _md_table([('Python', e.get('python')), ('torch', e.get('torch')), ('CUDA', e.get('cuda') or no), ('GPU', e.get('gpu') or no),
-                                 ('VRAM', f"{e.get('vram_total_gb')} GB" if e.get('vram_total_gb') else '—'), ('Colab', C('yes' if e.get('in_colab') else 'no'))]
-                                + [(k, x) for k,x in v.items() if k not in ('python', 'torch')]), '',
-           C('h_recipe'), _md_table([(k, r[k]) for k in ('beta', 'loss_type', 'learning_rate', 'lr_scheduler_type', 'num_train_epochs', 'max_steps',
-                                                      'max_length', 'max_prompt_length', 'per_device_train_batch_size',
-                                                      'gradient_accumulation_steps', 'gradient_checkpointing', 'precompute_ref_log_probs', 'group_by_length', 'optim', 'seed')]), '',
-           C('h_data'), _md_table([(C('train_rows'), d.get('train_rows')), (C('eval_rows'), d.get('eval_rows')), (C('pair_max'), st.get('pair_max')),
-                                  (C('pair_p95'), st.get('pair_p95')), (C('pair_mean'), st.get('pair_mean')),
-                                  (C('over'), st.get('over_max_length'))]), '',
-           C('h_memory'), C('plan_peak', gb=plan['peak_gb']) if plan else C('plan_none'),
-           C('measured', s=mem.get('summary') or '—'), *(C('oom', step=x['step'], micro=x['per_device_train_batch_size']) for x in card.get('oom_retries') or []), '',
-           C('h_metrics'), _md_table([(k, f'{met[k]:.4g}' if isinstance(met[k], float) else met[k]) for k in _MD_METRICS if k in met]) if met else no, '',
-           C('h_licence'), m['licence_note'], *licence_lines(card.get('licence')), '']
-    return '\n'.join(out)
-
-# %% ../nbs/03_training.ipynb #f071e2a3
-def write_run_card(card:dict, # `run_card` の結果
-                   run_dir:str|Path # 書き出すフォルダ
-                  ) -> tuple[Path, Path]: # (run_card.json, run_card.md)
-    "ランカードを JSON と日本語の Markdown で書き出す"
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    j, m = run_dir/'run_card.json', run_dir/'run_card.md'
-    j.write_text(json.dumps(_scrub(card), ensure_ascii=False, indent=2), encoding='utf-8')
-    m.write_text(_scrub(run_card_markdown(card)), encoding='utf-8')
-    return j, m
-
-# %% ../nbs/03_training.ipynb #0733c719
-def _refuse_dry(run_dir:Path):
-    "ドライランの結果（ランダムなミニモデルのアダプター）は統合もアップロードもさせない"
-    try: dry = (json.loads((Path(run_dir)/'run_card.json').read_text(encoding='utf-8')).get('model') or {}).get('dry_run')
-    except (OSError, ValueError, AttributeError): dry = False
-    if dry: raise ConfigError('train.dry_run_result', path=str(run_dir))
-
-# %% ../nbs/03_training.ipynb #468387a2
-def merge_adapter(adapter_dir:str|Path, # LoRA アダプターのフォルダ
-                  base:str|Path, # 基盤モデル（Hub ID かフォルダ）。量子化せずに読み直す
-                  out_dir:str|Path, # 統合モデルの保存先
-                  dtype:str='fp16' # 'fp16' か 'bf16'
-                 ) -> Path: # 統合モデルのフォルダ
-    "16bit で読み直した基盤モデルに LoRA を統合して保存する"
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from peft import PeftModel
-    _refuse_dry(Path(adapter_dir).parent)
-    if dtype not in ('fp16', 'bf16'): raise ConfigError('train.bad_value', field='dtype', value=dtype, expected=msg('train.expect_fp16_bf16'))
-    dt = dict(fp16=torch.float16, bf16=torch.bfloat16)[dtype]
-    base_model = AutoModelForCausalLM.from_pretrained(str(base), **{_dtype_kw(): dt})
-    merged = PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
-    out = Path(out_dir); merged.save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(out)
-    return out
-
-# %% ../nbs/03_training.ipynb #c2912c6c
-def push_run(run_dir:str|Path, # `train_dpo` の結果のフォルダ
-             repo_id:str, # アップロード先（例: 'your-name/tinyswallow-dpo-lora'）
-             private:bool=True, # 非公開リポジトリにするか
-             api=None # `huggingface_hub.HfApi` 互換（テスト用）。None なら保存済みのログイン情報を使う
-            ) -> str: # リポジトリの URL
-    "アダプターとランカードを Hub にアップロードする（トークンは表示も保存もしない）"
-    run_dir = Path(run_dir); _refuse_dry(run_dir)
-    if api is None:
-        import huggingface_hub
-        if not huggingface_hub.get_token(): raise ConfigError('train.push_no_token', field='push_to_hub')
-        api = huggingface_hub.HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(run_dir/'adapter'), commit_message='colab-dpo: LoRA adapter')
-    for f,dest in (('run_card.md', 'README.md'), ('run_card.json', 'run_card.json')):
-        if (run_dir/f).is_file(): api.upload_file(repo_id=repo_id, path_or_fileobj=str(run_dir/f), path_in_repo=dest)
-    return f'https://huggingface.co/{repo_id}'
 
 # %% ../nbs/03_training.ipynb #3ef9f374
 _CLI_KEYS = dict(model='models', tokenizer='tokenizer', data='data', output_dir='output_dir', max_steps='max_steps',
