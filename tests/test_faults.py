@@ -6,6 +6,7 @@
 import errno, json, os, shutil, signal, socket, subprocess, sys, time, traceback, warnings
 from pathlib import Path
 import pytest
+from conftest import cli_exe
 
 os.environ.setdefault('TQDM_DISABLE', '1'); os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 BIN = Path(sys.executable).parent
@@ -399,7 +400,6 @@ def test_exact_resume_epoch2_grouped(tmp_path, tiny):
     assert A.keys() == B.keys() and all(torch.equal(A[k], B[k]) for k in A)
 
 # ---- real processes: Ctrl-C and a concurrent second run
-def _exe(): return shutil.which('colab-dpo-train', path=str(BIN)) or shutil.which('colab-dpo-train')
 
 @pytest.mark.skipif(os.name != 'posix', reason='SIGINT が要る')
 def test_sigint_then_resume(tmp_path, tiny):
@@ -407,7 +407,7 @@ def test_sigint_then_resume(tmp_path, tiny):
     case('concurrent', '実行中のフォルダに二つ目の学習', 1, 'ckpt.locked')
     env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
     out = tmp_path/'run'
-    cmd = [_exe(), *map(str, base(tiny, out, steps=400))]
+    cmd = [cli_exe('colab-dpo-train'), *map(str, base(tiny, out, steps=400))]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     t0 = time.time()
     while time.time() - t0 < 300 and p.poll() is None and not (out/'checkpoints'/'checkpoint-2'/'trainer_state.json').exists(): time.sleep(0.1)

@@ -2,6 +2,7 @@
 import json, os, shutil, socket, subprocess, sys
 from pathlib import Path
 import pytest
+from conftest import cli_exe
 
 SCRIPT = '''
 import json, os, sys
@@ -47,9 +48,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-3   # アダプター全体の相対差 ‖a−b‖/‖a‖ の許容値。足し算の順序の違いは実測 ~4e-5、見るデータが違う学習は ~0.1。
 # 要素ごとの最大差は使わない: Adam は勾配を大きさで割るので、ほぼ 0 の勾配の要素では足し算の順序の違いだけで 1 要素が学習率の桁（実測 3e-4）まで動く
 
-def _exe(name):
-    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-
 def _recipe(tmp_path, name, model, **kw):
     import yaml
     from colab_dpo.data import sample_path
@@ -82,7 +80,7 @@ def _reldiff(a, b):
 
 def test_cli_two_processes_equals_single_and_resumes(tmp_path):
     "2 プロセス × マイクロバッチ 1 の colab-dpo-train は、1 プロセス × マイクロバッチ 2 と同じアダプターになる（DDP は勾配を平均する）"
-    torchrun, accel, train = _exe('torchrun'), _exe('accelerate'), _exe('colab-dpo-train')
+    torchrun, accel, train = cli_exe('torchrun'), cli_exe('accelerate'), cli_exe('colab-dpo-train')
     if not (torchrun and accel and train): pytest.skip('torchrun / accelerate / colab-dpo-train がありません')
     from colab_dpo.tiny import make_tiny_model
     model = make_tiny_model(tmp_path/'tiny', arch='qwen2')
