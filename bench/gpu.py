@@ -9,6 +9,7 @@ Hub には接続しない: 構造は `config.json`（../shared/fixtures/tinyswal
     python bench/gpu.py --fixture DIR --tiny          # CPU で配線だけ確かめる（小さなモデル、fp32）
     python bench/gpu.py --phases eval multi oom       # issue 16: 評価（colab-dpo-eval の段階ごとの時間、生成の tokens/s の比、選んだ精度）と複数 GPU
     python bench/gpu.py --smoke                       # CPU で評価と 2 プロセス（gloo）の段階の配線だけを数十秒で確かめる
+    python bench/gpu.py --phases tune selftest        # 探索の試行ごとの GPU メモリ（増えないこと）と、自己診断（t4 プロファイル）の時間と判定
 
 評価の段階（--phases eval）: 学習の代わりに乱数で初期化した LoRA アダプターを載せた run フォルダを作り、(1) `colab-dpo-eval` を別プロセスで
 既定のまま走らせて（12 問 × 128 トークンを学習前後、保留 200 組を 1024 トークンで採点）全体と段階ごとの秒数・選んだ精度を読み、
@@ -18,7 +19,7 @@ Hub には接続しない: 構造は `config.json`（../shared/fixtures/tinyswal
 
 GPU が無い環境の数値は bench/README.md で「未測定」のままにする（推定値を測定値として書かない）。
 """
-import argparse, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,8 +157,7 @@ def eval_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
     import re, gc, torch
     from colab_dpo.evaluation import load_run, load_prompt_set, prompt_ids, generate_answers
     run = make_run(model_dir, work/'eval_run', a.eval_length, a.eval_pairs, gpu)
-    exe = Path(sys.executable).parent/'colab-dpo-eval'
-    cmd = [str(exe) if exe.exists() else 'colab-dpo-eval', '--run-dir', str(run), '--max-new-tokens', str(a.new_tokens),
+    cmd = [_exe('colab-dpo-eval'), '--run-dir', str(run), '--max-new-tokens', str(a.new_tokens),
            '--n-prompts', str(a.prompts), '--max-pairs', str(a.eval_pairs)]
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'COLAB_DPO_LANG': 'en'})
@@ -252,6 +252,51 @@ def oom_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
     if a2 and a8: out['recovery_time_ratio'] = a8/a2
     return out
 
+def tune_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
+    "colab-dpo-tune の 3 試行（枝刈りなし）を走らせ、試行ごとの GPU メモリ（試行の後に解放してからの確保量）が増えないことを確かめる"
+    import yaml
+    L = a.tune_length
+    data = build_data(model_dir, work/f'data_tune_{L}.jsonl', L, rows=a.tune_rows)
+    r = dict(models=[str(model_dir)], data=str(data), max_length=L, max_prompt_length=L//2, eval_ratio=0.25, save_steps=10**6,
+             logging_steps=1, resume=None, output_dir=str(work/'tune_run'), max_rows=None)
+    r.update(dict(quantization='4bit', precision='fp16') if gpu else dict(quantization=None, precision='fp32', optim='adamw_torch'))
+    cfg = work/'tune_recipe.yaml'; cfg.write_text(yaml.safe_dump(r, allow_unicode=True))
+    d = work/'tune'
+    cmd = [_exe('colab-dpo-tune'), '--config', str(cfg), '--profile', 't4' if gpu else 'cpu', '--trials', str(a.tune_trials),
+           '--trial-steps', str(a.tune_steps), '--evals', '2', '--pruner', 'none', '--output-dir', str(d), '--overwrite']
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'TQDM_DISABLE': '1', 'COLAB_DPO_LANG': 'en'})
+    out = dict(cli_wall_s=time.perf_counter() - t, rc=p.returncode, error=p.stderr[-800:] if p.returncode else None)
+    st = json.loads((d/'study.json').read_text()) if (d/'study.json').exists() else {}
+    out['trials'] = [{k: x.get(k) for k in ('number', 'state', 'value', 'steps', 'wall_s', 'gpu_allocated_gb', 'rss_gb', 'params')}
+                     for x in st.get('trials', [])]
+    g = [x['gpu_allocated_gb'] for x in out['trials'] if x.get('gpu_allocated_gb') is not None]
+    m = [x['rss_gb'] for x in out['trials'] if x.get('rss_gb') is not None]
+    if len(g) >= 2: out['gpu_allocated_growth_gb'] = g[-1] - g[0]
+    if len(m) >= 2: out['rss_growth_gb'] = m[-1] - m[0]
+    return out
+
+def selftest_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
+    "colab-dpo-selftest をそのプロファイルで走らせ、判定・効果・段階ごとの秒数を読む（Colab で環境を確かめる数分の目安）"
+    d = work/'selftest'
+    if d.exists(): shutil.rmtree(d)
+    prof = a.selftest_profile or ('t4' if gpu else 'cpu')
+    t = time.perf_counter()
+    p = subprocess.run([_exe('colab-dpo-selftest'), '--profile', prof, '--json', '--output-dir', str(d)], capture_output=True, text=True,
+                       env={**os.environ, 'TQDM_DISABLE': '1', 'COLAB_DPO_LANG': 'en'})
+    out = dict(profile=prof, cli_wall_s=time.perf_counter() - t, rc=p.returncode, error=p.stderr[-800:] if p.returncode not in (0, 1) else None)
+    try: r = json.loads(p.stdout)
+    except ValueError: return dict(out, stdout_tail=p.stdout[-800:])
+    return dict(out, passed=r['passed'], recipe=r['recipe'], train=r['train'], seconds=r['seconds'], verdict=r['verdict'].get('code'),
+                preference={k: r['preference'][k] for k in ('n', 'logp_accuracy_before', 'logp_accuracy_before_ci', 'logp_accuracy_after',
+                                                            'logp_accuracy_after_ci', 'reward_accuracy', 'change_p_value')},
+                style={k: r['style'].get(k) for k in ('n', 'before', 'before_ci', 'after', 'after_ci', 'change_p_value')})
+
+def _exe(name:str) -> str:
+    "このインタープリターの隣のコンソールスクリプト（無ければ PATH のもの）"
+    e = Path(sys.executable).parent/name
+    return str(e) if e.exists() else (shutil.which(name) or name)
+
 def _med(rs, k):
     v = [r[k] for r in rs if r.get(k) is not None and not r.get('error')]
     return statistics.median(v) if v else None
@@ -264,12 +309,16 @@ def main():
     ap.add_argument('--variants', nargs='+', default=['plain_fp32fix', *COLAB_VARIANTS],
                     help="'plain'（TRL のドキュメントどおり。fp16 + QLoRA では TRL #4901 で落ちる）、'plain_fp32fix'（その回避策つき）、" + '、'.join(COLAB_VARIANTS))
     ap.add_argument('--tiny', action='store_true'); ap.add_argument('--out', default=None)
-    ap.add_argument('--phases', nargs='+', default=['train'], choices=['train', 'eval', 'multi', 'oom'], help='測る段階（issue 16 の表は eval multi oom）')
+    ap.add_argument('--phases', nargs='+', default=['train'], choices=['train', 'eval', 'multi', 'oom', 'tune', 'selftest'],
+                    help='測る段階（issue 16 の表は eval multi oom。tune は試行ごとの GPU メモリ、selftest は自己診断の時間と判定）')
     ap.add_argument('--cap-gb', type=float, default=3.0, help='oom の段階で 1 プロセスが使える GPU メモリ（GiB）'); ap.add_argument('--oom-worker')
     ap.add_argument('--smoke', action='store_true', help='CPU で評価と 2 プロセスの段階の配線だけを確かめる（--tiny、少ない問題数・トークン数）')
     ap.add_argument('--prompts', type=int, default=12); ap.add_argument('--new-tokens', type=int, default=128)
     ap.add_argument('--eval-pairs', type=int, default=200); ap.add_argument('--eval-length', type=int, default=1024)
     ap.add_argument('--workdir', default=None)
+    ap.add_argument('--tune-trials', type=int, default=3); ap.add_argument('--tune-steps', type=int, default=4)
+    ap.add_argument('--tune-length', type=int, default=512); ap.add_argument('--tune-rows', type=int, default=48)
+    ap.add_argument('--selftest-profile', default=None, help='自己診断のプロファイル（既定: GPU なら t4、無ければ cpu）')
     ap.add_argument('--worker', dest='variant'); ap.add_argument('--model'); ap.add_argument('--data'); ap.add_argument('--max-length', type=int)
     a = ap.parse_args()
     if a.variant: return worker(a)
@@ -282,7 +331,7 @@ def main():
     print(f"model ready in {time.perf_counter()-t:.1f}s: {model}", flush=True)
     results, partial = [], open(out/'gpu_bench_runs.jsonl', 'a')   # 途中で時間切れになっても、測れた回は残る
     gpu, extra = torch.cuda.is_available(), {}
-    for ph, fn in (('eval', eval_phase), ('multi', multi_phase), ('oom', oom_phase)):
+    for ph, fn in (('eval', eval_phase), ('multi', multi_phase), ('oom', oom_phase), ('tune', tune_phase), ('selftest', selftest_phase)):
         if ph not in a.phases: continue
         t = time.perf_counter(); extra[ph] = r = fn(a, model, work, gpu)
         partial.write(json.dumps(dict(phase=ph, **r), default=str) + '\n'); partial.flush()
@@ -341,6 +390,7 @@ def main():
               f"      generation {a.prompts} prompts x {a.new_tokens} tokens (adapter off): old 4bit/batch 4 {o.get('tokens_per_s', 0):.0f} tok/s, "
               f"new default {n.get('tokens_per_s', 0):.0f} tok/s -> ratio x{e['gen_speed_ratio']:.2f}")
     if 'multi' in extra: print(f"multi: {json.dumps(extra['multi'], ensure_ascii=False, default=str)}")
-    if 'oom' in extra: print(f"oom: {json.dumps(extra['oom'], ensure_ascii=False, default=str)}")
+    for k in ('oom', 'tune', 'selftest'):
+        if k in extra: print(f"{k}: {json.dumps(extra[k], ensure_ascii=False, default=str)}")
 
 if __name__ == '__main__': main()

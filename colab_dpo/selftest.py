@@ -6,7 +6,7 @@ Docs: https://colab-dpo.github.io/colab-dpo/selftest.html.md"""
 
 # %% ../nbs/06_selftest.ipynb #05efe5c4
 from __future__ import annotations
-import os, re, sys, json, time, random, hashlib, tempfile
+import os, re, sys, json, time, random, hashlib, tempfile, contextlib
 from pathlib import Path
 from fastcore.script import call_parse
 from .core import register_messages, msg, ConfigError, cli_errors
@@ -309,6 +309,7 @@ def selftest_cli(profile:str='cpu',   # プロファイル: cpu、t4、l4、a100
                  swap:bool=False,     # chosen と rejected を入れ替える（不合格になることの確認用）
                 ):
     "事前学習したミニモデルで、この環境の DPO 学習が効くことを確かめる（効果が有意なら終了コード 0）"
-    r = selftest(profile, output_dir, arch=arch, seed=seed, learning_rate=learning_rate, beta=beta, swap=swap)
+    with contextlib.redirect_stdout(sys.stderr if json else sys.stdout):   # --json の標準出力は JSON だけにする（学習の進み具合は標準エラーへ）
+        r = selftest(profile, output_dir, arch=arch, seed=seed, learning_rate=learning_rate, beta=beta, swap=swap)
     print(_dumps(r) if json else selftest_text(r))
     return 0 if r['passed'] else 1

@@ -19,8 +19,7 @@ def run(env, *args, timeout=900):
     exe = shutil.which('colab-dpo-selftest', path=str(BIN)) or shutil.which('colab-dpo-selftest')
     assert exe, 'colab-dpo-selftest がインストールされていません（pip install -e .）'
     r = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
-    j = r.stdout[r.stdout.find('{\n'):] if '{\n' in r.stdout else ''
-    return r, (json.loads(j) if j else None)
+    return r, (json.loads(r.stdout) if r.stdout.strip() else None)   # --json の標準出力は JSON だけ（進み具合は標準エラー）
 
 def test_selftest_cpu_passes(env, tmp_path):
     "製品の cpu レシピで学習すると、学習に使っていない項目で chosen（丁寧体）の方へ有意に動く: 終了コード 0 と固定のキー"
