@@ -219,7 +219,7 @@ def multi_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
 def oom_worker(a):
     "1 条件だけ学習して RESULT を 1 行出す。GPU では --cap-gb でこのプロセスが使えるメモリを制限する（OOM を起こすため）"
     import torch
-    from colab_dpo.training import DPORecipe, train_dpo
+    from colab_dpo.training import DPORecipe, train_dpo, InjectFault
     gpu = torch.cuda.is_available()
     if gpu and a.cap_gb: torch.cuda.set_per_process_memory_fraction(a.cap_gb*2**30 / torch.cuda.get_device_properties(0).total_memory)
     mb = int(a.oom_worker)
@@ -229,7 +229,7 @@ def oom_worker(a):
                                     gradient_accumulation_steps=8//mb, oom_retries=2, precompute_ref_log_probs=False,
                                     **(dict(quantization='4bit', precision='fp16') if gpu else dict(quantization=None, precision='fp32')))
     t = time.perf_counter()
-    res = train_dpo(recipe, _fault=None if gpu else ({'oom_at_step': 1} if mb == 8 else {}))   # CPU では OOM を注入して配線だけ確かめる
+    res = train_dpo(recipe, callbacks=[] if gpu or mb != 8 else [InjectFault(oom_at_step=1)])   # CPU では OOM を注入して配線だけ確かめる
     r = dict(micro_batch=mb, wall_s=time.perf_counter() - t, retries=res.run_card.get('oom_retries'), step=res.metrics.get('step'),
              final_micro=res.run_card['recipe']['per_device_train_batch_size'])
     if gpu: r['peak_gb'] = torch.cuda.max_memory_allocated()/1e9

@@ -17,7 +17,7 @@ from .core import (register_messages, msg, lang, warn, ColabDPOError, ColabDPOWa
 __all__ = ['CANONICAL_ARGS', 'DPO_DEFAULTS', 'TRLCaps', 'trl_caps', 'trl_api_shape', 'is_conversational', 'extract_prompt',
            'render_chat', 'prompt_length', 'cut_prompt', 'truncate_prompts', 'adapt_dataset', 'DPOPlan',
            'plan_dpo_args', 'cpu_compact_logprobs', 'release_bnb_overrides', 'pair_lengths', 'group_pairs_by_length',
-           'make_dpo_trainer']
+           'CompatRecord', 'make_dpo_trainer']
 
 # %% ../nbs/00_compat.ipynb #05cfa14f
 def _ver(pkg:str) -> str|None:
@@ -529,6 +529,71 @@ def _trainable_to_fp32(model) -> int:
         if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16): p.data, n = p.data.float(), n + 1
     return n
 
+# %% ../nbs/00_compat.ipynb #6aac3f8b
+@dataclasses.dataclass
+class CompatRecord:
+    "`make_dpo_trainer` が何をどう変換したかの記録（`trainer.colab_dpo_compat`）"
+    trl:str                    # TRL の版
+    transformers:str           # transformers の版
+    shape:str                  # TRL の API の形（A・B・C）
+    config_class:str           # 使った設定クラスの名前
+    precision:str              # bf16・fp16・fp32
+    config_kwargs:dict         # 設定クラスに渡した引数
+    trainer_kwargs:dict        # 学習器に直接渡した引数
+    translated:dict            # 正準の名前 → 実際に使った名前や方法
+    unsupported:list           # この版で使えなかった引数
+    data:dict                  # データの変換の記録（`adapt_dataset`）
+    tokenizer_fixes:list       # トークナイザーに加えた修正
+    trainable_cast_to_fp32:int # fp32 に戻した学習する重みの数（TRL #4901）
+    cpu_compact_logprobs:bool  # CPU で答えの位置だけを語彙に射影したか
+    group_by_length:bool       # 長さの近いペアでマイクロバッチを組んだか
+    neutralised_env:dict       # 組み立ての間だけ外した環境変数
+    reference:str              # 参照モデルの扱い
+    method:str='dpo'           # 手法（`colab_dpo.methods.make_trainer` が書く）
+    trainer_class:str|None=None # DPO 以外の手法の学習器のクラス名
+    place:str|None=None        # その学習器が TRL のどこにあったか
+    def to_dict(self) -> dict: return dataclasses.asdict(self)
+
+# %% ../nbs/00_compat.ipynb #60834c27
+def _check_inputs(model, tokenizer, peft_config, needs_ref:bool, a:dict) -> tuple:
+    "モデル・トークナイザー・LoRA の設定を確かめて揃える（パスならトークナイザーを読む。参照モデルが作れない組み合わせはエラー）"
+    import transformers
+    if isinstance(model, Path): model = str(model)
+    if tokenizer is None:
+        if not isinstance(model, str): raise ConfigError('compat.no_tokenizer', arg='tokenizer')
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+    if _is_peft_model(model) and peft_config is not None: raise CompatError('compat.peft_model_with_config', arg='peft_config')
+    if peft_config is not None and getattr(peft_config, 'target_modules', '') is None and not isinstance(model, str):
+        from colab_dpo.loading import lora_targets   # 型ごとの表（古い PEFT は qwen2 などの既定の対象を知らない）。実行時だけの参照
+        peft_config = copy.copy(peft_config); peft_config.target_modules = lora_targets(model, 'auto')
+    if (needs_ref and not isinstance(model, str) and peft_config is None and not _is_peft_model(model) and not a.get('precompute_ref_log_probs')
+        and not getattr(model.config, '_name_or_path', '')): raise CompatError('compat.model_needs_path', arg='model')
+    return model, tokenizer, peft_config
+
+# %% ../nbs/00_compat.ipynb #b0e7a9ff
+def _device_args(dpo_args:dict) -> tuple[dict, str|None]:
+    "GPU が無ければ `use_cpu`、出力先の指定が無ければ一時フォルダ（トレーナーと一緒に消す）を足した引数と、その一時フォルダ"
+    import torch
+    a = dict(dpo_args)
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available() and not ({'use_cpu', 'no_cuda'} & set(a)): a['use_cpu'] = True
+    tmp_out = None if 'output_dir' in a else tempfile.mkdtemp(prefix='colab-dpo-')
+    if tmp_out: a['output_dir'] = tmp_out
+    return a, tmp_out
+
+# %% ../nbs/00_compat.ipynb #a1b09a74
+def _construct(caps:TRLCaps, plan:DPOPlan, spec, **kw) -> tuple:
+    "設定クラスと学習器を作る。accelerate が残した精度の環境変数は組み立ての間だけ外す。(trainer, 設定クラス, 外した値)"
+    import trl, transformers
+    cfg_cls = spec.config_cls if spec is not None else trl.DPOConfig if caps.has_dpoconfig else transformers.TrainingArguments
+    trainer_cls = spec.trainer_cls if spec is not None else trl.DPOTrainer
+    ref_kw = dict(ref_model=None) if 'ref_model' in caps.trainer_params else {}
+    leaked = os.environ.pop('ACCELERATE_MIXED_PRECISION', None)
+    try: trainer = trainer_cls(**kw, **ref_kw, args=cfg_cls(**plan.config_kwargs), **plan.trainer_kwargs)
+    finally:
+        if leaked is None: os.environ.pop('ACCELERATE_MIXED_PRECISION', None)
+        else: os.environ['ACCELERATE_MIXED_PRECISION'] = leaked
+    return trainer, cfg_cls, leaked
+
 # %% ../nbs/00_compat.ipynb #f113b8ba
 def make_dpo_trainer(model,                 # 読み込んだモデル、または保存フォルダのパス
                      tokenizer,             # トークナイザー（model がパスなら None で自動）
@@ -541,58 +606,36 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
                      group_by_length:bool=False, # 長さの近いペアを同じマイクロバッチにまとめる（`group_pairs_by_length`）
                      _spec=None,            # DPO 以外の手法（`colab_dpo.methods.find_method` の結果: caps、config_cls、trainer_cls、adapt、reference）
                      **dpo_args,            # 正準引数（`CANONICAL_ARGS`）と、インストール済み DPOConfig の任意のフィールド
-                    ):                      # trl.DPOTrainer（`.colab_dpo_compat` に変換の記録）
+                    ):                      # trl.DPOTrainer（`.colab_dpo_compat` に変換の記録 `CompatRecord`）
     "インストール済みの TRL に合わせて DPOTrainer を作る。引数の名前と置き場所、データ形式、精度、版ごとのバグを吸収する"
     caps = _spec.caps if _spec is not None else trl_caps()
     if caps is None: raise CompatError('compat.trl_missing')
-    import torch, trl, transformers
-    if isinstance(model, Path): model = str(model)
-    if tokenizer is None:
-        if not isinstance(model, str): raise ConfigError('compat.no_tokenizer', arg='tokenizer')
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model)
-    a = dict(dpo_args)
-    if _is_peft_model(model) and peft_config is not None: raise CompatError('compat.peft_model_with_config', arg='peft_config')
-    if peft_config is not None and getattr(peft_config, 'target_modules', '') is None and not isinstance(model, str):
-        from colab_dpo.loading import lora_targets   # 型ごとの表（古い PEFT は qwen2 などの既定の対象を知らない）。実行時だけの参照
-        peft_config = copy.copy(peft_config); peft_config.target_modules = lora_targets(model, 'auto')
     needs_ref = _spec is None or _spec.reference
-    if (needs_ref and not isinstance(model, str) and peft_config is None and not _is_peft_model(model) and not a.get('precompute_ref_log_probs')
-        and not getattr(model.config, '_name_or_path', '')): raise CompatError('compat.model_needs_path', arg='model')
-    no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()
-    if no_accel and not ({'use_cpu', 'no_cuda'} & set(a)): a['use_cpu'] = True
-    tmp_out = None if 'output_dir' in a else tempfile.mkdtemp(prefix='colab-dpo-')
-    if tmp_out: a['output_dir'] = tmp_out   # 出力先の指定が無いときの一時フォルダは、トレーナーと一緒に消す（下の finalize）
+    model, tokenizer, peft_config = _check_inputs(model, tokenizer, peft_config, needs_ref, dpo_args)
+    a, tmp_out = _device_args(dpo_args)
     plan = plan_dpo_args(caps, **a)
-    if cpu_compact is None: cpu_compact = os.environ.get('COLAB_DPO_CPU_COMPACT', '1') != '0'
-    compact = cpu_compact_logprobs(bool(cpu_compact and (no_accel or a.get('use_cpu') or a.get('no_cuda'))))
     if plan.unsupported: warn('compat.unsupported_option', options=', '.join(plan.unsupported), trl=caps.trl_version, stacklevel=3)
+    if cpu_compact is None: cpu_compact = os.environ.get('COLAB_DPO_CPU_COMPACT', '1') != '0'
+    import torch
+    no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    compact = cpu_compact_logprobs(bool(cpu_compact and (no_accel or a.get('use_cpu') or a.get('no_cuda'))))
     adapt = _spec.adapt if _spec is not None else adapt_dataset
     train_ds, info = adapt(train_dataset, tokenizer, caps, plan.truncate_prompts)
     eval_ds = None if eval_dataset is None else adapt(eval_dataset, tokenizer, caps, plan.truncate_prompts)[0]
     tok, tok_fixes = _fix_tokenizer(tokenizer, caps)
-    cfg_cls = _spec.config_cls if _spec is not None else trl.DPOConfig if caps.has_dpoconfig else transformers.TrainingArguments
-    trainer_cls = _spec.trainer_cls if _spec is not None else trl.DPOTrainer
-    ref_kw = dict(ref_model=None) if 'ref_model' in caps.trainer_params else {}
-    leaked = os.environ.pop('ACCELERATE_MIXED_PRECISION', None)
-    try:
-        args = cfg_cls(**plan.config_kwargs)
-        trainer = trainer_cls(model=model, **ref_kw, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                 peft_config=peft_config, callbacks=callbacks, **{caps.tokenizer_kw: tok}, **plan.trainer_kwargs)
-    finally:
-        if leaked is None: os.environ.pop('ACCELERATE_MIXED_PRECISION', None)
-        else: os.environ['ACCELERATE_MIXED_PRECISION'] = leaked
+    trainer, cfg_cls, leaked = _construct(caps, plan, _spec, model=model, train_dataset=train_ds, eval_dataset=eval_ds,
+                                          peft_config=peft_config, callbacks=callbacks, **{caps.tokenizer_kw: tok})
     n32 = _trainable_to_fp32(trainer.model) if plan.precision != 'bf16' else 0
     grouped = group_pairs_by_length(trainer) if group_by_length else False
     if group_by_length and not grouped:
         warn('compat.group_by_length_unavailable', trl=caps.trl_version, cols=', '.join(a for alts in _ID_COLUMNS for a in alts), stacklevel=3)
-    trainer.colab_dpo_compat = dict(
-        trl=caps.trl_version, transformers=caps.transformers_version, shape=caps.shape, config_class=cfg_cls.__name__,
-        precision=plan.precision, config_kwargs=plan.config_kwargs, trainer_kwargs=plan.trainer_kwargs, translated=plan.translated,
-        unsupported=plan.unsupported, data=info, tokenizer_fixes=tok_fixes, trainable_cast_to_fp32=n32, cpu_compact_logprobs=compact,
-        group_by_length=grouped,
-        neutralised_env={'ACCELERATE_MIXED_PRECISION': leaked} if leaked else {},
-        reference='none (reference-free method)' if not needs_ref else 'none (adapter disabled)' if peft_config is not None or _is_peft_model(model) else 'precomputed'
-                  if a.get('precompute_ref_log_probs') else 'copy')
+    ref = ('none (reference-free method)' if not needs_ref else 'none (adapter disabled)' if peft_config is not None or _is_peft_model(model)
+           else 'precomputed' if a.get('precompute_ref_log_probs') else 'copy')
+    trainer.colab_dpo_compat = CompatRecord(
+        trl=caps.trl_version, transformers=caps.transformers_version, shape=caps.shape, config_class=cfg_cls.__name__, precision=plan.precision,
+        config_kwargs=plan.config_kwargs, trainer_kwargs=plan.trainer_kwargs, translated=plan.translated, unsupported=plan.unsupported,
+        data=info, tokenizer_fixes=tok_fixes, trainable_cast_to_fp32=n32, cpu_compact_logprobs=compact, group_by_length=grouped,
+        neutralised_env={'ACCELERATE_MIXED_PRECISION': leaked} if leaked else {}, reference=ref)
     if tmp_out:
         import shutil, weakref
         weakref.finalize(trainer, shutil.rmtree, tmp_out, ignore_errors=True)

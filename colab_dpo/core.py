@@ -6,12 +6,14 @@ Docs: https://colab-dpo.github.io/colab-dpo/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #07bc9eb7
 from __future__ import annotations
-import os, sys, string, inspect, warnings, functools
-from fastcore.script import call_parse
+import os, sys, string, inspect, warnings, functools, argparse
+from fastcore.script import call_parse, anno_parser
+from fastcore.docments import docments
 
 # %% auto #0
 __all__ = ['register_messages', 'lang', 'msg', 'ColabDPOError', 'CompatError', 'DataFormatError', 'ModelLoadError', 'ConfigError',
-           'TrainingError', 'ColabDPOWarning', 'warn', 'exception_chain', 'cli_errors', 'in_colab', 'decide_precision']
+           'TrainingError', 'ColabDPOWarning', 'warn', 'exception_chain', 'cli_errors', 'raised', 'cli',
+           'register_cli_help', 'in_colab', 'decide_precision']
 
 # %% ../nbs/00_core.ipynb #774e06d8
 _MESSAGES: dict[str, dict[str, str]] = {}
@@ -30,14 +32,15 @@ def lang() -> str:
     return 'en' if os.environ.get('COLAB_DPO_LANG', 'ja').strip().lower().startswith('en') else 'ja'
 
 # %% ../nbs/00_core.ipynb #810837cc
-def msg(code:str, # メッセージコード
-        **kw      # 文言に埋め込む値
-       ) -> str:  # 現在の言語の文言
-    "カタログからコードの文言を現在の言語で取り出す（値が足りなくても例外にしない）"
-    d = _MESSAGES.get(code)
+def msg(code:str,             # メッセージコード
+        _lang:str|None=None,  # 言語（'ja' か 'en'）。None なら現在の言語（`lang()`）
+        **kw                  # 文言に埋め込む値
+       ) -> str:              # その言語の文言
+    "カタログからコードの文言を取り出す（値が足りなくても例外にしない）"
+    d, l = _MESSAGES.get(code), _lang or lang()
     if d is None: return f"[{code}] " + ', '.join(f"{k}={v}" for k,v in kw.items())
-    try: return d[lang()].format(**kw)
-    except (KeyError, IndexError, ValueError): return d[lang()] + ' ' + ', '.join(f"{k}={v}" for k,v in kw.items())
+    try: return d[l].format(**kw)
+    except (KeyError, IndexError, ValueError): return d[l] + ' ' + ', '.join(f"{k}={v}" for k,v in kw.items())
 
 # %% ../nbs/00_core.ipynb #7a901838
 _CTX_LABELS = dict(file=('ファイル','file'), line=('行','line'), row=('行番号','row'), field=('フィールド','field'),
@@ -113,6 +116,58 @@ def cli_errors(f):
         except BrokenPipeError:   # `| head` が先に閉じた: 残りの出力は捨てて静かに終わる
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); sys.exit(0)
     return _f
+
+# %% ../nbs/00_core.ipynb #2900d2ff
+def raised(f,                     # 呼ぶ関数
+           *args,                 # f に渡す位置引数
+           exc:type=None,         # 期待する例外の型（None なら `ColabDPOError`）
+           **kwargs,              # f に渡すキーワード引数
+          ) -> BaseException:     # 上がった例外（コードや文脈を確かめられる）
+    "f が exc を上げることを確かめてその例外を返す。上げなければ AssertionError（ノートブックのテストで、エラーの文言を見せながら確かめる）"
+    exc = exc or ColabDPOError
+    try: f(*args, **kwargs)
+    except exc as e: return e
+    raise AssertionError(f"{getattr(f, '__name__', f)} did not raise {exc.__name__}")
+
+# %% ../nbs/00_core.ipynb #9272a1d0
+def _console_call(frame) -> bool:
+    "frame がコンソールスクリプト（`colab-dpo-train` など）の本体か（ノートブックや他の関数からの呼び出しでは False）"
+    if frame is None or frame.f_locals is not frame.f_globals: return False
+    g = frame.f_globals
+    return g.get('__name__') == '__main__' and bool(g.get('__file__')) and os.path.realpath(g['__file__']) == os.path.realpath(frame.f_code.co_filename)
+
+# %% ../nbs/00_core.ipynb #ca549984
+def _localize_help(p, name:str):
+    "argparse の説明と各引数の help を、カタログにあれば表示言語の文言に置き換える"
+    def get(k): return msg(f'cli.help.{name}.{k}') if f'cli.help.{name}.{k}' in _MESSAGES else None
+    p.description = get('') or p.description
+    for a in p._actions:
+        if a.help in (None, argparse.SUPPRESS) or not get(a.dest): continue
+        a.help = get(a.dest) + (f" (default: {a.default!r})" if isinstance(a.default, str) and not a.default.strip()   # fastcore と同じ既定値の表示
+                                else f" (default: {a.default})" if ' (default: ' in a.help else '')
+    return p
+
+# %% ../nbs/00_core.ipynb #38353a77
+def cli(f):
+    "CLI の入口のデコレーター: `call_parse` と同じ引数の解析、`cli_errors` のエラー表示、表示言語の `--help`"
+    inner = cli_errors(f)
+    @functools.wraps(inner)
+    def _e(*args, **kwargs):
+        if args or kwargs or not _console_call(inspect.currentframe().f_back): return inner(*args, **kwargs)   # 関数として呼んだ
+        a = vars(_localize_help(anno_parser(inner), f.__name__).parse_args())
+        for k in ('pdb', 'xtra'): a.pop(k, None)
+        r = inner(**a)
+        return r if isinstance(r, int) else None
+    return _e
+
+# %% ../nbs/00_core.ipynb #dad693ce
+def register_cli_help(func,   # `@cli` を付けた CLI の関数
+                      en:dict, # 英語の説明: キー '' は CLI の説明、ほかは引数名
+                     ) -> None:
+    "CLI の説明を日本語（関数の docstring と docments）と英語の組でメッセージカタログに登録する（引数の抜けは ValueError）"
+    f = inspect.unwrap(func); ja = docments(f, returns=False)
+    if set(en) != {''} | set(ja): raise ValueError(f"{f.__name__}: English help missing for {sorted(({''} | set(ja)) - set(en))}, unknown {sorted(set(en) - {''} - set(ja))}")
+    register_messages({f'cli.help.{f.__name__}.{k}': dict(ja=(f.__doc__ if k == '' else ja[k]) or '', en=v) for k,v in en.items()})
 
 # %% ../nbs/00_core.ipynb #f5827aaa
 def in_colab() -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from collections import Counter
 from fastcore.basics import AttrDict, patch, store_attr
 from fastcore.script import call_parse
-from .core import (register_messages, msg, warn, lang, in_colab, ColabDPOError, DataFormatError, ConfigError, ModelLoadError,
+from .core import (cli, register_cli_help, register_messages, msg, warn, lang, in_colab, ColabDPOError, DataFormatError, ConfigError, ModelLoadError,
     ColabDPOWarning, cli_errors)
 from .compat import truncate_prompts
 from .readers import *
@@ -669,8 +669,7 @@ def check_data(path:str, *, tokenizer=None, max_length=None, format=None, mappin
     return 1 if strict and data.report['issues'] else 0
 
 # %% ../nbs/02_data.ipynb #3fc33220
-@call_parse
-@cli_errors
+@cli
 def check_data_cli(path:str,             # 検査するファイル・フォルダー（または Hugging Face のデータセット名）
                    tokenizer:str=None,   # トークン数を数えるトークナイザーのフォルダー（または名前）
                    max_length:int=None,  # 学習の max_length（切り詰めの割合と長すぎるプロンプトを調べる）
@@ -683,3 +682,18 @@ def check_data_cli(path:str,             # 検査するファイル・フォル�
                    seed:int=0):          # 抜き取りの乱数の種
     "選好データを 1 行ずつ検査し、問題と直し方・統計を示す（終了コード: 0 使える / 1 使えない・--strict で問題あり / 2 使い方の誤り）"
     return check_data(path, tokenizer=tokenizer, max_length=max_length, format=format, mapping=mapping, split=split, as_json=json, strict=strict, max_rows=max_rows, seed=seed)
+
+# %% ../nbs/02_data.ipynb #ee74d4a1
+register_cli_help(check_data_cli, en={
+    '': 'Check preference data row by row and show problems, fixes and statistics (exit code: 0 usable / 1 unusable, or problems with --strict / 2 usage error)',
+    'path': 'file or folder to check (or a Hugging Face dataset name)',
+    'tokenizer': 'tokenizer folder (or name) used to count tokens',
+    'max_length': 'training max_length (checks the share truncated and prompts that are too long)',
+    'format': 'force a format: standard, conversational, hh_rlhf_ja, implicit, sharegpt, alpaca, scored, labeled, ...',
+    'mapping': 'column mapping: "question=prompt,good=chosen,bad=rejected"',
+    'split': 'split of a Hugging Face dataset',
+    'json': 'print the result as one JSON object',
+    'strict': 'exit code 1 if there is any problem',
+    'max_rows': 'maximum number of rows to check (seeded sample; large Hub datasets are streamed)',
+    'seed': 'random seed of the sample',
+})

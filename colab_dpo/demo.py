@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 from fastcore.script import call_parse
-from .core import register_messages, msg, cli_errors
+from .core import cli, register_cli_help, register_messages, msg, cli_errors
 from .training import DPORecipe, TrainResult, train_dpo, token_stats
 
 # %% auto #0
@@ -76,8 +76,7 @@ def run_demo(output_dir:str|Path='colab_dpo_demo', # 出力先
     return res, ev
 
 # %% ../nbs/08_demo.ipynb #2ca95367
-@call_parse
-@cli_errors
+@cli
 def demo_cli(output_dir:str='colab_dpo_demo', # 出力先のフォルダ
              max_steps:int=24,    # 学習ステップ数
              no_eval:bool=False,  # 評価を飛ばす
@@ -92,3 +91,12 @@ def demo_cli(output_dir:str='colab_dpo_demo', # 出力先のフォルダ
         print(msg('demo.out_line', name=msg(f'demo.out_{name}'), p=p))
     print(msg('demo.out_line', name=msg('demo.out_eval'), p=ev) if ev is not None else '  ' + msg('demo.skipped_eval'))
     return 0
+
+# %% ../nbs/08_demo.ipynb #becf01c0
+register_cli_help(demo_cli, en={
+    '': 'Run the whole pipeline offline with a mini model and the bundled sample: data check, training, saving, evaluation',
+    'output_dir': 'output folder',
+    'max_steps': 'training steps',
+    'no_eval': 'skip the evaluation',
+    'pretrained': 'use the pretrained mini model (the first time, a few tens of seconds of pretraining)',
+})

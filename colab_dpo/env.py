@@ -10,7 +10,7 @@ import os, re, sys, json, copy, string, difflib, inspect, warnings, functools, t
 import importlib.metadata as _md
 from pathlib import Path
 from fastcore.script import call_parse
-from .core import (register_messages, msg, lang, warn, ColabDPOError, ColabDPOWarning, CompatError, ConfigError,
+from .core import (cli, register_cli_help, register_messages, msg, lang, warn, ColabDPOError, ColabDPOWarning, CompatError, ConfigError,
                             DataFormatError, cli_errors, in_colab, decide_precision)
 from .compat import *
 from .compat import _ver, _vt, trl_api_shape
@@ -151,11 +151,16 @@ def format_env_report(r:dict # `env_report()` の結果
     return '\n'.join(lines)
 
 # %% ../nbs/00b_env.ipynb #c81fdef8
-@call_parse
-@cli_errors
+@cli
 def env_cli(json:bool=False, # JSON で出力する（他のツールに渡すとき）
            ):
     "実行環境（GPU、精度、ライブラリの版、TRL の形、当てはまる落とし穴）を表示する"
     import json as _json
     r = env_report()
     print(_json.dumps(r, ensure_ascii=False, indent=1) if json else format_env_report(r))
+
+# %% ../nbs/00b_env.ipynb #ab333e9d
+register_cli_help(env_cli, en={
+    '': 'Show the runtime environment (GPU, precision, library versions, TRL capabilities, known pitfalls that apply)',
+    'json': 'print JSON (to hand to other tools)',
+})

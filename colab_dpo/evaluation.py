@@ -10,7 +10,7 @@ import re, json, math, time, base64, logging, warnings, contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from fastcore.script import call_parse
-from .core import (register_messages, msg, warn, lang, ColabDPOError, ConfigError, DataFormatError, ModelLoadError, cli_errors)
+from .core import (cli, register_cli_help, register_messages, msg, warn, lang, ColabDPOError, ConfigError, DataFormatError, ModelLoadError, cli_errors)
 from .history import *
 from .scoring import *
 from .history import _py
@@ -638,8 +638,7 @@ register_messages({'eval.summary': dict(ja='効果: {verdict}\n健全性: {healt
                    'eval.report_file': dict(ja='レポート: {path}', en='Report: {path}')})
 
 # %% ../nbs/04_eval.ipynb #a1fd9d63
-@call_parse
-@cli_errors
+@cli
 def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）。無ければ eval.missing_run_dir
              prompts:str=None,        # プロンプト集: 'ja'（既定）、'elyza'、'mt-bench'、またはファイル（.txt/.jsonl/.json/.csv）
              data:str=None,           # 保留の選好データ（JSONL など。無ければ run_card の eval_data）
@@ -660,3 +659,15 @@ def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォ�
     print(msg('eval.phase_total', secs=time.time() - t0))
     print(r.summary_text)
     print(msg('eval.report_file', path=r.dir/'report.md'))
+
+# %% ../nbs/04_eval.ipynb #c5194f20
+register_cli_help(eval_cli, en={
+    '': 'Evaluate a run folder and write the report (eval/report.md, report.json, PNG)',
+    'run_dir': 'required: the output folder of colab-dpo-train (adapter/, run_card.json, log_history.json); without it, eval.missing_run_dir',
+    'prompts': "prompt set: 'ja' (default), 'elyza', 'mt-bench', or a file (.txt/.jsonl/.json/.csv)",
+    'data': "held-out preference data (JSONL etc.; default: the run card's eval_data)",
+    'max_new_tokens': 'maximum tokens per answer',
+    'max_pairs': 'maximum number of pairs for the preference evaluation',
+    'n_prompts': 'number of prompts to use (if omitted, all)',
+    'out_dir': 'where to write the report (if omitted, RUN/eval)',
+})

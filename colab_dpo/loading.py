@@ -156,11 +156,16 @@ def estimate_footprint(cfg_or_spec, # transformers の設定か ModelSpec
     w = _weights_bytes(total, linear, q, precision)/2**30
     return Footprint(total, q, precision, w, w*1.15 + (0.5 if cuda else 0))
 
+# %% ../nbs/01_loading.ipynb #2de87471
+register_messages({'load.registry_header': dict(ja='モデル|系統|パラメータ|文脈長|ライセンス|形式|なし|8-bit|4-bit|未確認',
+                                                en='model|family|parameters|context|licence|format|none|8-bit|4-bit|unverified')})
+
 # %% ../nbs/01_loading.ipynb #aaf9c272
 def registry_table(precision:str='fp16' # 見積もりに使う計算精度
                   ) -> str: # Markdown の表
     "登録簿を、方式ごとのメモリ見積もり付きの Markdown 表にする"
-    rows = ['| モデル | 系統 | パラメータ | 文脈長 | ライセンス | 形式 | なし | 8-bit | 4-bit | 未確認 |', '|' + '---|'*10]
+    h = msg('load.registry_header').split('|')
+    rows = ['| ' + ' | '.join(h) + ' |', '|' + '---|'*len(h)]
     for s in MODEL_REGISTRY.values():
         gb = [f"{estimate_footprint(s, q, precision).need_gb:.1f} GB" for q in (None, '8bit', '4bit')]
         rows.append(f"| {s.name} | {s.arch} | {s.params_b:.2f}B | {s.context:,} | {s.license} | {s.prompt_format} | {' | '.join(gb)} | {', '.join(s.unverified) or '—'} |")

@@ -187,12 +187,12 @@ def make_trainer(model,                # 読み込んだモデル、または保
                  *,
                  method:str='dpo',     # 'dpo'・'orpo'・'simpo'・'kto'
                  **kwargs,             # `make_dpo_trainer` の引数（eval_dataset、peft_config、callbacks、正準引数…）
-                ):                     # その手法の TRL の学習器（`.colab_dpo_compat['method']` に手法の名前）
+                ):                     # その手法の TRL の学習器（`.colab_dpo_compat.method` に手法の名前）
     "レシピの手法（DPO・ORPO・SimPO・KTO）の学習器を、インストール済みの TRL に合わせて作る"
     if method == 'dpo': t = make_dpo_trainer(model, tokenizer, train_dataset, **kwargs)
     else:
         spec = find_method(method)
         t = make_dpo_trainer(model, tokenizer, train_dataset, _spec=spec, **method_args(method, kwargs))
-        t.colab_dpo_compat.update(trainer_class=spec.trainer_cls.__name__, place=spec.place)
-    t.colab_dpo_compat['method'] = method
+        t.colab_dpo_compat.trainer_class, t.colab_dpo_compat.place = spec.trainer_cls.__name__, spec.place
+    t.colab_dpo_compat.method = method
     return t

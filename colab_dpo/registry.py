@@ -11,7 +11,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from .core import register_messages, msg, warn, lang, ConfigError, cli_errors
+from .core import cli, register_cli_help, register_messages, msg, warn, lang, ConfigError, cli_errors
 from .data import FORMATS
 
 # %% auto #0
@@ -367,8 +367,7 @@ def datasets_table() -> str:
     return '\n'.join([fmt(rows[0]), '  '.join('-'*x for x in w)] + [fmt(r) for r in rows[1:]] + ['', msg('registry.excluded_header').split('|')[0] + ':'] + ex)
 
 # %% ../nbs/02c_datasets.ipynb #db233f02
-@call_parse
-@cli_errors
+@cli
 def datasets_cli(markdown:bool=False, # Markdown の表で出す（ドキュメント用）
                  json:bool=False,     # JSON で出す（他のツールに渡すとき）
                  verify_hub:bool=False, # Hub のカードと比べる（ネットワークが必要）
@@ -384,3 +383,12 @@ def datasets_cli(markdown:bool=False, # Markdown の表で出す（ドキュメ�
     elif markdown: print(datasets_markdown())
     else: print(datasets_table())
     return 0
+
+# %% ../nbs/02c_datasets.ipynb #25a21ab6
+register_cli_help(datasets_cli, en={
+    '': 'List the registered Japanese preference datasets (licence, rows, format)',
+    'markdown': 'print a Markdown table (for the docs)',
+    'json': 'print JSON (to hand to other tools)',
+    'verify_hub': 'compare with the Hub dataset cards (needs the network)',
+    'name': 'show or compare one dataset only (short name or ID)',
+})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os, re, sys, json, time, random, hashlib, tempfile, contextlib
 from pathlib import Path
 from fastcore.script import call_parse
-from .core import register_messages, msg, ConfigError, cli_errors
+from .core import cli, register_cli_help, register_messages, msg, ConfigError, cli_errors
 
 # %% auto #0
 __all__ = ['PROMPT_TEMPLATES', 'ANSWER_TEMPLATES', 'MINI_DIMS', 'SELFTEST_RECIPE', 'style_corpus', 'style_task', 'answer_style',
@@ -297,8 +297,7 @@ def selftest_text(r:dict # selftest の結果
     return '\n'.join(L)
 
 # %% ../nbs/06_selftest.ipynb #f93aaa9a
-@call_parse
-@cli_errors
+@cli
 def selftest_cli(profile:str='cpu',   # プロファイル: cpu、t4、l4、a100、h100、auto
                  json:bool=False,     # 結果を JSON で出力する
                  output_dir:str=None, # 結果のフォルダ（省略で一時フォルダ）
@@ -313,3 +312,16 @@ def selftest_cli(profile:str='cpu',   # プロファイル: cpu、t4、l4、a100
         r = selftest(profile, output_dir, arch=arch, seed=seed, learning_rate=learning_rate, beta=beta, swap=swap)
     print(_dumps(r) if json else selftest_text(r))
     return 0 if r['passed'] else 1
+
+# %% ../nbs/06_selftest.ipynb #84e8dcc1
+register_cli_help(selftest_cli, en={
+    '': 'Check with a pretrained mini model that DPO training works in this environment (exit code 0 if the effect is significant)',
+    'profile': 'profile: cpu, t4, l4, a100, h100, auto',
+    'json': 'print the result as JSON',
+    'output_dir': 'result folder (if omitted, a temporary folder)',
+    'arch': 'mini model family',
+    'seed': 'random seed',
+    'learning_rate': 'learning rate (if omitted, the measured default)',
+    'beta': 'DPO beta (if omitted, the measured default)',
+    'swap': 'swap chosen and rejected (to check that the test can fail)',
+})

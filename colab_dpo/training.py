@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 from . import compat
 from .env import env_report
-from .core import register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, cli_errors, in_colab, decide_precision
+from .core import cli, register_cli_help, register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, cli_errors, in_colab, decide_precision
 from .checkpoints import (checkpoint_status, find_checkpoints, latest_checkpoint, checkpoint_dir, resolve_resume, check_writable,
                                    run_fingerprint, plan_run, read_run_state, write_run_state, RunLock)
 from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数名（能力で判定）と GPU メモリの解放は読み込みモジュールと共通
@@ -25,7 +25,7 @@ from .runcard import *
 from .runcard import _registry_entry, _model_licence, _licence_note, _jsonable, _scrub
 
 # %% auto #0
-__all__ = ['TrainResult', 'ref_passes', 'strip_adapter', 'train_dpo', 'cli_recipe', 'train_cli']
+__all__ = ['InjectFault', 'TrainResult', 'ref_passes', 'strip_adapter', 'train_dpo', 'cli_recipe', 'train_cli']
 
 # %% ../nbs/03_training.ipynb #f520e721
 def _is_oom(e:BaseException) -> bool:
@@ -41,20 +41,32 @@ def _params_finite(model) -> bool:
 
 # %% ../nbs/03_training.ipynb #52d82bbd
 class _StepGuard:
-    "`trainer.training_step` を包み、損失の NaN/inf を見張る（`fault` で OOM・NaN を注入できる）"
-    def __init__(self, trainer, fault:dict|None=None):
-        self.trainer, self.fault, self.bad, self.orig = trainer, fault if fault is not None else {}, None, trainer.training_step
+    "`trainer.training_step` を包み、損失の NaN/inf を見張る"
+    def __init__(self, trainer):
+        self.trainer, self.bad, self.orig = trainer, None, trainer.training_step
         trainer.training_step = self
     def __call__(self, *args, **kwargs):
         import torch
-        step, f = self.trainer.state.global_step + 1, self.fault
-        if f.get('oom_at_step') == step and not f.get('oom_fired'):
-            f['oom_fired'] = True
-            raise torch.OutOfMemoryError(f'CUDA out of memory (injected at step {step})')
+        step = self.trainer.state.global_step + 1
         loss = self.orig(*args, **kwargs)
-        if f.get('nan_at_step') == step: loss = loss * float('nan')
         if self.bad is None and not bool(torch.isfinite(loss).all()): self.bad = (step, float(loss.detach().float().mean()))
         return loss
+
+# %% ../nbs/03_training.ipynb #4a1b2a3d
+class InjectFault(_Callback):
+    "テスト用のコールバック: 決めたステップの初めに OOM を起こす（1 回だけ）か、学習する重みを NaN にする。`train_dpo(callbacks=[...])` に渡す"
+    in_preflight = True   # 予行演習のトレーナーにも入る
+    def __init__(self, oom_at_step:int|None=None, # このステップで torch.OutOfMemoryError
+                 nan_at_step:int|None=None):      # このステップで LoRA の重み 1 つを NaN に（損失が NaN になる）
+        self.oom_at, self.nan_at, self.fired = oom_at_step, nan_at_step, False
+    def on_step_begin(self, args, state, control, model=None, **kw):
+        import torch
+        step = state.global_step + 1
+        if self.oom_at == step and not self.fired:
+            self.fired = True
+            raise torch.OutOfMemoryError(f'CUDA out of memory (injected at step {step})')
+        if self.nan_at == step:
+            with torch.no_grad(): next(p for p in model.parameters() if p.requires_grad).fill_(float('nan'))
 
 # %% ../nbs/03_training.ipynb #9e6aae7c
 class _RunWatch(_Callback):
@@ -295,29 +307,48 @@ def _group_by_length(recipe:DPORecipe, settings:dict) -> bool:
     "長さでまとめるか: レシピの指定、None ならマイクロバッチ 2 以上のとき（1 ならまとめてもパディングは減らない）"
     return recipe.group_by_length if recipe.group_by_length is not None else settings['per_device_train_batch_size'] > 1
 
+# %% ../nbs/03_training.ipynb #4e585315
+@dataclass
+class _RunSpec:
+    "1 回の学習の材料: `_preflight`・`_make_trainer`・`_train_with_recovery` が受け取る"
+    recipe:DPORecipe               # 実際に使うレシピ（ドライランなら縮めたもの）
+    tok:object                     # トークナイザー
+    train_ds:object                # 学習データ（datasets.Dataset）
+    eval_ds:object                 # 評価データ（無ければ None）
+    settings:dict                  # 計画が決めたマイクロバッチ・勾配蓄積など（OOM の再試行で下げる）
+    precision:str                  # fp16、bf16、fp32
+    ckdir:Path                     # チェックポイントのフォルダ
+    info:dict                      # 読み込んだモデルの情報（読み直しに使う）
+    callbacks:list                 # 利用者のコールバック
+    extra:dict                     # TrainingArguments への追加（ドライランの use_cpu）
+    base:object=None               # 利用者が渡した読み込み済みの基盤モデル
+
 # %% ../nbs/03_training.ipynb #dac691e2
-def _make_trainer(model, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str, callbacks:list, **extra):
+def _make_trainer(model, s:_RunSpec, callbacks:list):
+    "s の材料と、いまの設定（s.settings）でトレーナーを作る"
     from colab_dpo import loading
     from transformers import set_seed
-    set_seed(recipe.seed)
-    lora = loading.lora_config(model, r=recipe.lora_r, alpha=recipe.lora_alpha, dropout=recipe.lora_dropout, targets=recipe.lora_targets)
+    r = s.recipe
+    set_seed(r.seed)
+    lora = loading.lora_config(model, r=r.lora_r, alpha=r.lora_alpha, dropout=r.lora_dropout, targets=r.lora_targets)
     from colab_dpo.methods import make_trainer
-    return make_trainer(model, tok, train_ds, method=recipe.method, eval_dataset=eval_ds, peft_config=lora, callbacks=callbacks,
-                        group_by_length=_group_by_length(recipe, settings) and recipe.method != 'kto',
-                        **_dpo_args(recipe, settings, ckdir, precision, eval_ds is not None, **extra))
+    return make_trainer(model, s.tok, s.train_ds, method=r.method, eval_dataset=s.eval_ds, peft_config=lora, callbacks=callbacks,
+                        group_by_length=_group_by_length(r, s.settings) and r.method != 'kto',
+                        **_dpo_args(r, s.settings, s.ckdir, s.precision, s.eval_ds is not None, **s.extra))
 
 # %% ../nbs/03_training.ipynb #15e6b3f9
-def _preflight(model, tok, train_ds, recipe:DPORecipe, settings:dict, precision:str, extra:dict, fault:dict):
+def _preflight(model, s:_RunSpec):
     "最長の数行で数ステップだけ走らせ、データ・テンプレート・メモリ・損失を確かめる（保存はしない）"
-    lens = _pair_lengths(train_ds, tok)
+    recipe, lens = s.recipe, _pair_lengths(s.train_ds, s.tok)
     idx = sorted(range(len(lens)), key=lambda i: -lens[i])[:recipe.preflight_rows]
-    sub = train_ds.select(sorted(idx))
+    sub = s.train_ds.select(sorted(idx))
     tmp = Path(tempfile.mkdtemp(prefix='colab_dpo_preflight_'))
     r = recipe.replace(max_steps=recipe.preflight_steps, eval_ratio=0.0, logging_steps=1, save_steps=10**9, save_total_limit=None)
+    pf = dataclasses.replace(s, recipe=r, train_ds=sub, eval_ds=None, settings={**s.settings, 'gradient_accumulation_steps': 1}, ckdir=tmp)
     watch, trainer = _RunWatch(), None
     try:
-        trainer = _make_trainer(model, tok, sub, None, r, {**settings, 'gradient_accumulation_steps': 1}, tmp, precision, [watch], **extra)
-        watch.guard = guard = _StepGuard(trainer, fault)
+        trainer = _make_trainer(model, pf, [watch, *(c for c in s.callbacks if getattr(c, 'in_preflight', False))])
+        watch.guard = guard = _StepGuard(trainer)
         trainer.train()
     except ColabDPOError: raise
     except Exception as e:
@@ -393,19 +424,19 @@ def _already_at_end(trainer, ck:Path|None, recipe:DPORecipe) -> bool:
     return True
 
 # %% ../nbs/03_training.ipynb #19056d60
-def _train_with_recovery(held:list, tok, train_ds, eval_ds, recipe:DPORecipe, settings:dict, ckdir:Path, precision:str,
-                         info:dict, callbacks:list, extra:dict, fault:dict, base=None) -> dict:
+def _train_with_recovery(held:list, s:_RunSpec) -> dict:
     "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから続ける（基盤モデルは使い回し、壊れていれば読み直す）"
     # モデルは held（長さ 0 か 1 のリスト）から受け取る: 呼び出し側の変数に残ると、失敗したモデルが再試行の間も GPU に居座る
-    resumed_from = resume_ck = _resolve_resume(recipe, ckdir)
+    recipe, settings = s.recipe, s.settings
+    resumed_from = resume_ck = _resolve_resume(recipe, s.ckdir)
     if resume_ck and int(os.environ.get('RANK', '0')) == 0: print(msg('ckpt.resuming', step=resume_ck.name.rsplit('-', 1)[1], path=resume_ck))
     monitor, retries = MemoryMonitorCallback(verbose=False), []
     for attempt in range(recipe.oom_retries + 1):
-        model = held.pop() if held else _reload(info, recipe, base)
+        model = held.pop() if held else _reload(s.info, recipe, s.base)
         watch, trainer, oom = _RunWatch(), None, None
         try:
-            trainer = _make_trainer(model, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, [monitor, watch, *callbacks], **extra)
-            watch.guard = _StepGuard(trainer, fault)
+            trainer = _make_trainer(model, dataclasses.replace(s, settings=settings), [monitor, watch, *s.callbacks])
+            watch.guard = _StepGuard(trainer)
             if not _already_at_end(trainer, resume_ck, recipe): trainer.train(resume_from_checkpoint=str(resume_ck) if resume_ck else None)
         except Exception as e:
             if not _is_oom(e): raise
@@ -522,16 +553,15 @@ def train_dpo(recipe_or_path:DPORecipe|str|Path|dict|None=None, # レシピ、�
               *, callbacks:list|None=None, # 追加の Trainer コールバック
               model=None, # 読み込み済みの基盤モデル（None ならレシピの models から読む）。学習後は LoRA を外して返すので使い回せる
               tokenizer=None, # model と組のトークナイザー（None なら model のフォルダから読む）
-              _fault:dict|None=None, # テスト用の注入: {'oom_at_step': k}、{'nan_at_step': k}
               **overrides # レシピの項目の上書き（例: max_steps=20）
              ) -> TrainResult:
     "レシピどおりに DPO + LoRA で学習し、アダプター・ログ・ランカードを保存する（OOM・NaN・中断から回復する）"
-    if model is None: return _train_dpo(recipe_or_path, callbacks, _fault, None, None, overrides)
-    try: return _train_dpo(recipe_or_path, callbacks, _fault, model, tokenizer, overrides)
+    if model is None: return _train_dpo(recipe_or_path, callbacks, None, None, overrides)
+    try: return _train_dpo(recipe_or_path, callbacks, model, tokenizer, overrides)
     finally: strip_adapter(model); _free_cuda()   # 成功でも失敗でも、次の学習のために LoRA とオプティマイザーを手放す
 
 # %% ../nbs/03_training.ipynb #7aef3a18
-def _train_dpo(recipe_or_path, callbacks, _fault, base, tokenizer, overrides) -> TrainResult:
+def _train_dpo(recipe_or_path, callbacks, base, tokenizer, overrides) -> TrainResult:
     "`train_dpo` の本体: フォルダの確認、ロック、完了済みの判定（base は読み込み済みの基盤モデルか None）"
     target = _as_recipe(recipe_or_path, overrides)
     recipe = _shrink_for_dry_run(target) if target.dry_run else target
@@ -545,14 +575,14 @@ def _train_dpo(recipe_or_path, callbacks, _fault, base, tokenizer, overrides) ->
             if main: print(msg('ckpt.already_complete', folder=str(run_dir), step=state.get('global_step')))
             return done
         if main: write_run_state([run_dir, ckdir], fp, 'running', **span)
-        try: res = _train_run(target, recipe, [*(callbacks or []), progress], _fault, base, tokenizer)
+        try: res = _train_run(target, recipe, [*(callbacks or []), progress], base, tokenizer)
         except KeyboardInterrupt as e:
             e.colab_dpo = dict(step=progress.step, ckpt=latest_checkpoint(ckdir, report=False)); raise
         if main: write_run_state([run_dir, ckdir], fp, 'complete', global_step=res.metrics.get('step'), **span)
     return res
 
 # %% ../nbs/03_training.ipynb #8bd0e861
-def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|None, base=None, tokenizer=None) -> TrainResult:
+def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, base=None, tokenizer=None) -> TrainResult:
     "`train_dpo` の本体（フォルダの確認とロックの内側）"
     import torch
     t0 = time.time()
@@ -565,17 +595,17 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|N
     plan, settings = _plan(recipe, target, model, info, stats, precision, rows=len(train_ds))
     main = int(os.environ.get('RANK', '0')) == 0
     if plan is not None and main: print(plan)
-    fault = _fault if _fault is not None else {}
+    spec = _RunSpec(recipe, tok, train_ds, eval_ds, settings, precision, checkpoint_dir(recipe), info, callbacks or [], extra, base)
     preflight = None
     if recipe.preflight_steps:
-        preflight = _preflight(model, tok, train_ds, recipe, settings, precision, extra, fault)
+        preflight = _preflight(model, spec)
         model = None; _free_cuda()
-    ckdir = checkpoint_dir(recipe); ckdir.mkdir(parents=True, exist_ok=True)
+    spec.ckdir.mkdir(parents=True, exist_ok=True)
     held = [model] if model is not None else []
     model = None   # 以後モデルを持つのは _train_with_recovery だけ
-    run = _train_with_recovery(held, tok, train_ds, eval_ds, recipe, settings, ckdir, precision, info, callbacks or [], extra, fault, base)
+    run = _train_with_recovery(held, spec)
     trainer, watch = run['trainer'], run['watch']
-    grouped = trainer.colab_dpo_compat['group_by_length']   # merge はトレーナーを手放すので先に読む
+    grouped = trainer.colab_dpo_compat.group_by_length   # merge はトレーナーを手放すので先に読む
     if watch.guard.bad:
         good = [p for p in [run['resumed_from'], *watch.saved] if p and checkpoint_status(p)[0]]
         if trainer.is_world_process_zero():
@@ -597,7 +627,7 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, _fault:dict|N
         write_run_card(card, run_dir)
         if mon.summary: print(mon.summary)
         if recipe.push_to_hub: push_run(run_dir, recipe.push_to_hub)
-    return TrainResult(run_dir, adapter_dir, card['metrics'], history, card, ckdir, merged, plan)
+    return TrainResult(run_dir, adapter_dir, card['metrics'], history, card, spec.ckdir, merged, plan)
 
 # %% ../nbs/03_training.ipynb #3ef9f374
 _CLI_KEYS = dict(model='models', tokenizer='tokenizer', data='data', output_dir='output_dir', max_steps='max_steps',
@@ -623,8 +653,7 @@ def cli_recipe(config:str|None=None, profile:str|None=None, dry_run:bool=False, 
     return DPORecipe(**over)
 
 # %% ../nbs/03_training.ipynb #f1442945
-@call_parse
-@cli_errors
+@cli
 def train_cli(config:str=None, # レシピファイル（YAML/JSON）
               profile:str=None, # プロファイル: t4、l4、a100、h100、cpu、auto
               model:Annotated[str, '候補モデル（Hub ID かフォルダ。複数なら先頭から試す）', dict(nargs='+')]=None,
@@ -671,3 +700,20 @@ def train_cli(config:str=None, # レシピファイル（YAML/JSON）
         print(res)
         print(msg('train.cli_paths', card=res.run_dir/'run_card.md', log=res.run_dir/'log_history.json'))
     return 0
+
+# %% ../nbs/03_training.ipynb #005cd9b8
+register_cli_help(train_cli, en={
+    '': 'Run DPO + LoRA training in one command (writes the adapter, run card and logs to the output folder)', 'config': 'recipe file (YAML/JSON)',
+    'profile': 'profile: t4, l4, a100, h100, cpu, auto', 'model': 'candidate models (Hub ID or folder; with several, tried in order)',
+    'tokenizer': "tokenizer (for a dry run, the target model's tokenizer folder)", 'data': 'preference data (if omitted, the bundled sample)',
+    'output_dir': 'output folder', 'max_steps': 'maximum number of steps', 'epochs': 'number of epochs', 'max_length': 'maximum number of tokens',
+    'max_prompt_length': 'maximum number of prompt tokens', 'batch_size': 'micro-batch size', 'grad_accum': 'gradient accumulation steps',
+    'learning_rate': 'learning rate', 'beta': 'DPO beta', 'loss_type': 'loss type (comma-separated for a weighted sum: sigmoid,sft)',
+    'loss_weights': 'weights when loss_type has several terms (e.g. 1,0.2)', 'method': 'method: dpo, orpo, simpo, kto',
+    'quantization': '4bit, 8bit, none', 'precision': 'fp16, bf16, fp32', 'optim': 'optimizer',
+    'eval_ratio': 'share of the data held out for evaluation', 'max_rows': 'maximum number of rows to use', 'seed': 'random seed',
+    'resume': 'auto, none, or a checkpoint path', 'checkpoint_dir': 'checkpoint folder', 'save_steps': 'steps between checkpoints',
+    'logging_steps': 'steps between log lines', 'preflight': 'number of rehearsal steps before the real run',
+    'dry_run': 'check only the wiring on CPU with a mini model', 'merge': 'also save a merged 16-bit model',
+    'push_to_hub': 'Hub repository ID to upload to', 'overwrite': 'delete the previous run in output_dir and train from scratch',
+})

@@ -16,11 +16,8 @@ __all__ = ['KNOWN_ERRORS', 'Known', 'Diagnosis', 'explain_error', 'troubleshooti
 # %% ../nbs/05_troubleshoot.ipynb #2590b891
 @dataclass
 class Known:
-    "既知の失敗一つ: 例外の型名と文言のパターンで見分け、原因と直し方を返す"
+    "既知の失敗一つ: 例外の型名と文言のパターンで見分ける。見出し・原因・直し方の文言はメッセージカタログの `{code}.title`・`.cause`・`.fix`"
     code:str                        # 変わらない識別子（例: 'trouble.cuda_oom'）
-    title:dict                      # 見出し {'ja':…, 'en':…}
-    cause:dict                      # 原因 {'ja':…, 'en':…}
-    fix:dict                        # 直し方 {'ja':…, 'en':…}
     types:tuple=()                  # 照合する例外の型名（基底クラスの名前でもよい）。空ならどの型でも
     pattern:str|None=None           # 例外の文言に対する正規表現（大文字小文字は区別しない）。None なら型だけで判定
 
@@ -30,9 +27,15 @@ class Known:
         if self.types and not names & set(self.types): return False
         return self.pattern is None or re.search(self.pattern, str(exc), re.I|re.S) is not None
 
+    def text(self, part:str, language:str|None=None) -> str:
+        "カタログの文言: part は 'title'・'cause'・'fix'、language は 'ja'・'en'（None なら現在の言語）"
+        return msg(f'{self.code}.{part}', language)
+
 # %% ../nbs/05_troubleshoot.ipynb #fd398111
 def _k(code, types, pattern, title_ja, title_en, cause_ja, cause_en, fix_ja, fix_en):
-    return Known(code, dict(ja=title_ja, en=title_en), dict(ja=cause_ja, en=cause_en), dict(ja=fix_ja, en=fix_en), types, pattern)
+    register_messages({f'{code}.title': dict(ja=title_ja, en=title_en), f'{code}.cause': dict(ja=cause_ja, en=cause_en),
+                       f'{code}.fix': dict(ja=fix_ja, en=fix_en)})
+    return Known(code, types, pattern)
 
 # %% ../nbs/05_troubleshoot.ipynb #dad5a877
 KNOWN_ERRORS: list[Known] = [
@@ -146,16 +149,16 @@ class Diagnosis:
 
 # %% ../nbs/05_troubleshoot.ipynb #47dbf729
 register_messages({'trouble.cause': dict(ja='原因', en='Cause'), 'trouble.fix': dict(ja='直し方', en='Fix'),
-                   'trouble.original': dict(ja='元のエラー', en='Original error'), 'trouble.diagnosis': dict(ja='エラーの診断: {d}', en='Diagnosis: {d}')})
+                   'trouble.original': dict(ja='元のエラー', en='Original error'), 'trouble.diagnosis': dict(ja='エラーの診断: {d}', en='Diagnosis: {d}'),
+                   'trouble.table_head': dict(ja='| コード | 症状 | 原因 | 直し方 |', en='| code | symptom | cause | fix |')})
 
 # %% ../nbs/05_troubleshoot.ipynb #954f97fb
 def explain_error(exc:BaseException # 診断する例外
                  ) -> Diagnosis|None: # 既知の失敗なら診断、知らないものなら None
     "例外を既知の失敗のカタログと照らし、日本語（または英語）の原因と直し方を返す"
-    l = lang()
     for e in exception_chain(exc):
         for k in KNOWN_ERRORS:
-            if k.matches(e): return Diagnosis(k.code, k.title[l], k.cause[l], k.fix[l], f"{type(e).__name__}: {str(e)[:300]}")
+            if k.matches(e): return Diagnosis(k.code, k.text('title'), k.text('cause'), k.text('fix'), f"{type(e).__name__}: {str(e)[:300]}")
     for e in exception_chain(exc):  # colab-dpo 自身のエラーは、文言がすでに原因と直し方を述べている
         if isinstance(e, ColabDPOError): return Diagnosis(e.code, e.message, '', '', f"{type(e).__name__}: {str(e)[:300]}")
     return None
@@ -165,13 +168,13 @@ def troubleshooting_table(language:str|None=None # 'ja' か 'en'。None なら�
                          ) -> str: # Markdown の表
     "カタログ全体を Markdown の表にする（ガイドのトラブルシューティング節に使う）"
     l = language or lang()
-    head = '| コード | 症状 | 原因 | 直し方 |\n|---|---|---|---|' if l=='ja' else '| code | symptom | cause | fix |\n|---|---|---|---|'
+    head = msg('trouble.table_head', l) + '\n|---|---|---|---|'
     seen, rows = set(), []
     for k in KNOWN_ERRORS:
         if k.code in seen: continue
         seen.add(k.code)
         cell = lambda s: s.replace('|', '\\|').replace('\n', ' ')
-        rows.append(f"| `{k.code}` | {cell(k.title[l])} | {cell(k.cause[l])} | {cell(k.fix[l])} |")
+        rows.append(f"| `{k.code}` | {cell(k.text('title', l))} | {cell(k.text('cause', l))} | {cell(k.text('fix', l))} |")
     return head + '\n' + '\n'.join(rows)
 
 # %% ../nbs/05_troubleshoot.ipynb #0e079ac0

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 from fastcore.script import call_parse
 from . import compat
-from .core import (register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, CompatError, cli_errors, in_colab)
+from .core import (cli, register_cli_help, register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, CompatError, cli_errors, in_colab)
 from .recipe import DPORecipe, _read_config
 from .memory import GB, _Callback, _rss_gb
 from .checkpoints import _DRIVE
@@ -418,8 +418,7 @@ def write_results(study, # Optuna の study
     return TuneResult(out, best.params, best.value, rec, trials, files, study)
 
 # %% ../nbs/07_tune.ipynb #476f6667
-@call_parse
-@cli_errors
+@cli
 def tune_cli(config:str=None, # 元のレシピファイル（YAML/JSON）
              profile:str=None, # プロファイル: t4、l4、a100、h100、cpu、auto
              trials:int=12, # 完了させる試行の数
@@ -445,3 +444,23 @@ def tune_cli(config:str=None, # 元のレシピファイル（YAML/JSON）
                    evals=evals, seed=seed, overwrite=overwrite, keep_adapters=keep_adapters)
     print(res); print(msg('tune.files', recipe=res.files['best_recipe'], study=res.files['study'], plots=', '.join(str(p) for p in res.files['plots'])))
     return 0
+
+# %% ../nbs/07_tune.ipynb #ea973042
+register_cli_help(tune_cli, en={
+    '': 'Search DPO hyperparameters with Optuna (after a disconnect, the same command continues)',
+    'config': 'base recipe file (YAML/JSON)',
+    'profile': 'profile: t4, l4, a100, h100, cpu, auto',
+    'trials': 'number of trials to complete',
+    'timeout': 'time limit of this run (seconds)',
+    'trial_steps': "training steps per trial (if omitted, the recipe's max_steps, else 50)",
+    'output_dir': 'output folder (study.db, best_recipe.yaml, study.json, plots)',
+    'space': 'search space file (YAML/JSON; field -> [low, high] / [low, high, log] / {choices: [...]})',
+    'full_space': 'also search the loss type and warm-up',
+    'objective': 'objective: heldout (log-prob accuracy), reward (reward accuracy)',
+    'pruner': 'pruner: median, halving, none',
+    'evals': 'evaluations per trial',
+    'seed': 'random seed of the sampler',
+    'overwrite': 'start over even if a study with other settings exists',
+    'keep_adapters': "keep each trial's adapter",
+    'verbose': "also show each trial's training log",
+})

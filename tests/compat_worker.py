@@ -63,7 +63,7 @@ def run_case(case:str, tiny:Path) -> dict:
     check(len(cw) <= 1, f"{len(cw)} colab-dpo warnings (expected at most one)")
     if case == 'implicit':
         from colab_dpo.compat import pair_lengths
-        check(trainer.colab_dpo_compat['group_by_length'], f"group_by_length not applied: {[getattr(w, 'code', '') for w in cw]}")
+        check(trainer.colab_dpo_compat.group_by_length, f"group_by_length not applied: {[getattr(w, 'code', '') for w in cw]}")
         lens = pair_lengths(trainer.train_dataset)
         order = list(trainer._get_train_sampler())
         check(sorted(order) == list(range(len(lens))), 'the length-grouped sampler does not cover every row once')
@@ -85,8 +85,8 @@ def run_case(case:str, tiny:Path) -> dict:
     check(getattr(trainer, 'ref_model', None) is None, 'a reference model copy exists')
     check(all(p.dtype == torch.float32 for p in trainer.model.parameters() if p.requires_grad), 'trainable params not fp32')
     c = trainer.colab_dpo_compat
-    return dict(status='ok', losses=[round(x, 4) for x in losses], shape=c['shape'], translated=c['translated'],
-                unsupported=c['unsupported'], data=c['data'], tokenizer_fixes=c['tokenizer_fixes'],
+    return dict(status='ok', losses=[round(x, 4) for x in losses], shape=c.shape, translated=c.translated,
+                unsupported=c.unsupported, data=c.data, tokenizer_fixes=c.tokenizer_fixes,
                 warnings=[getattr(w, 'code', '') for w in cw])
 
 METHODS = ('orpo', 'simpo', 'kto')
@@ -116,8 +116,8 @@ def run_method(case:str, tiny:Path) -> dict:
     check(changed and all('lora_' in n for n in changed), f"changed: {changed[:3]}")
     c = trainer.colab_dpo_compat
     keys = sorted({k for h in trainer.state.log_history for k in h if '/' in k or k in ('kl', 'nll_loss', 'log_odds_ratio', 'log_odds_chosen')})
-    return dict(status='ok', losses=[round(x, 4) for x in losses], trainer=c['trainer_class'], place=c['place'], metrics=keys,
-                translated=c['translated'], unsupported=c['unsupported'])
+    return dict(status='ok', losses=[round(x, 4) for x in losses], trainer=c.trainer_class, place=c.place, metrics=keys,
+                translated=c.translated, unsupported=c.unsupported)
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

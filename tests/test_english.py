@@ -53,7 +53,7 @@ def test_datasets():
 @pytest.mark.parametrize('args,code', [(('colab-dpo-selftest', '--profile', 'nope'), 'train.unknown_profile'),
                                        (('colab-dpo-tune', '--trials', 0), 'tune.no_complete')])
 def test_cli_errors(tmp_path, args, code):
-    "自己診断と探索の CLI: コード付きのエラーが英語の 1 行で出る（--help は docments の日本語なので対象外）"
+    "自己診断と探索の CLI: コード付きのエラーが英語の 1 行で出る"
     r = run_cli(*args, '--output-dir', tmp_path/'out', lang='en', env=dict(TQDM_DISABLE=1, OMP_NUM_THREADS=1))
     assert_cli_error(r, code)
     assert japanese(r) == [], japanese(r)[:5]
@@ -74,3 +74,13 @@ def test_eval(tiny, tmp_path):
     assert japanese(r, allowed=['自己紹介してください。']) == [], japanese(r)[:5]
     md = (run/'eval'/'report.md').read_text(encoding='utf-8')   # 表の行は生成文を含むので、表の外の行だけ
     assert [l for l in md.splitlines() if not l.startswith('|') and JA.search(l)] == []
+
+CLIS = ('env', 'check-data', 'train', 'demo', 'eval', 'selftest', 'datasets', 'tune')
+
+@pytest.mark.parametrize('cli', CLIS)
+def test_help(cli):
+    "--help: 英語モードでは説明も引数の help も英語（既定値の表示は残る）、日本語モードでは docments の日本語"
+    en, ja = run_cli(f'colab-dpo-{cli}', '--help', lang='en'), run_cli(f'colab-dpo-{cli}', '--help', lang='ja')
+    assert_cli_ok(en); assert_cli_ok(ja)
+    assert japanese(en) == [], japanese(en)[:5]
+    assert JA.search(ja.stdout) and en.stdout.count('(default:') == ja.stdout.count('(default:')
