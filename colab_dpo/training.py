@@ -6,7 +6,7 @@ Docs: https://colab-dpo.github.io/colab-dpo/training.html.md"""
 
 # %% ../nbs/03_training.ipynb #d72ac9f8
 from __future__ import annotations
-import os, re, sys, json, math, time, socket, shutil, zipfile, struct, difflib, tempfile, platform, dataclasses
+import os, re, sys, json, math, time, socket, shutil, zipfile, struct, difflib, tempfile, platform, dataclasses, contextlib, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Any, Annotated
@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 from . import compat
 from .env import env_report
-from .core import cli, register_cli_help, register_messages, msg, warn, ColabDPOError, ConfigError, TrainingError, cli_errors, in_colab, decide_precision
+from .core import cli, register_cli_help, register_messages, msg, warn, ColabDPOError, ColabDPOWarning, ConfigError, TrainingError, cli_errors, in_colab, decide_precision
 from .checkpoints import (checkpoint_status, find_checkpoints, latest_checkpoint, checkpoint_dir, resolve_resume, check_writable,
                                    run_fingerprint, plan_run, read_run_state, write_run_state, RunLock)
 from .loading import _dtype_kw, _free_cuda  # from_pretrained の dtype 引数名（能力で判定）と GPU メモリの解放は読み込みモジュールと共通
@@ -68,6 +68,37 @@ class InjectFault(_Callback):
         if self.nan_at == step:
             with torch.no_grad(): next(p for p in model.parameters() if p.requires_grad).fill_(float('nan'))
 
+# %% ../nbs/03_training.ipynb #98845682
+class _LogFile(_Callback):
+    "Trainer のログを train.log に JSON で 1 行ずつ書き、学習中のライブラリの警告もそこへ回す（path が None なら書かない: 2 番目以降のプロセス）"
+    def __init__(self, path:Path|None): self.path, self.n_warnings = path, 0
+    def write(self, line:str):
+        if self.path is None: return
+        with open(self.path, 'a', encoding='utf-8') as f: f.write(line.rstrip('\n') + '\n')
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs: self.write(json.dumps(dict(step=state.global_step, **_jsonable(logs)), ensure_ascii=False))
+    @contextlib.contextmanager
+    def warnings_to_file(self):
+        "この中で出た警告のうち、ライブラリのものは train.log へ、colab-dpo のものは抜けた後に画面へ（同じ警告は 1 回）"
+        got = []
+        try:
+            with warnings.catch_warnings(record=True) as got:
+                warnings.simplefilter('default')
+                yield
+        finally:
+            for w in got:
+                if issubclass(w.category, ColabDPOWarning): warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                else: self.n_warnings += 1; self.write(f'{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})')
+
+# %% ../nbs/03_training.ipynb #9d2dc01c
+def _quiet_console(trainer):
+    "transformers が画面に出すログの dict を止める（進捗バーとノートブックの表は残す。ログは `_LogFile` が train.log へ）"
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    trainer.remove_callback(PrinterCallback)
+    for cb in trainer.callback_handler.callbacks:
+        if type(cb) is ProgressCallback: cb.on_log = lambda *a, **k: None
+    return trainer
+
 # %% ../nbs/03_training.ipynb #9e6aae7c
 class _RunWatch(_Callback):
     "NaN のステップで止めて保存を取り消し、この実行で保存したチェックポイントを記録する"
@@ -100,6 +131,8 @@ def _next_settings(s:dict) -> dict|None:
 
 # %% ../nbs/03_training.ipynb #36f3d0e5
 register_messages({
+    'train.library_warnings': dict(ja='ライブラリの警告 {n} 件は学習のログと一緒に {path} に書きました',
+                                   en='{n} library warnings were written with the training log to {path}'),
     'train.result_repr': dict(ja='学習結果: {run_dir}\n  アダプター: {adapter}\n  指標: {vals}\n  所要 {s:.1f} 秒、{mem}',
                               en='Training result: {run_dir}\n  adapter: {adapter}\n  metrics: {vals}\n  took {s:.1f} s, {mem}'),
     'train.licence_known': dict(ja='基盤モデル {model} のライセンス: {lic}。', en='Licence of the base model {model}: {lic}. '),
@@ -322,6 +355,7 @@ class _RunSpec:
     callbacks:list                 # 利用者のコールバック
     extra:dict                     # TrainingArguments への追加（ドライランの use_cpu）
     base:object=None               # 利用者が渡した読み込み済みの基盤モデル
+    log:_LogFile|None=None         # train.log（ログの dict とライブラリの警告）
 
 # %% ../nbs/03_training.ipynb #dac691e2
 def _make_trainer(model, s:_RunSpec, callbacks:list):
@@ -347,9 +381,10 @@ def _preflight(model, s:_RunSpec):
     pf = dataclasses.replace(s, recipe=r, train_ds=sub, eval_ds=None, settings={**s.settings, 'gradient_accumulation_steps': 1}, ckdir=tmp)
     watch, trainer = _RunWatch(), None
     try:
-        trainer = _make_trainer(model, pf, [watch, *(c for c in s.callbacks if getattr(c, 'in_preflight', False))])
-        watch.guard = guard = _StepGuard(trainer)
-        trainer.train()
+        with (s.log or _LogFile(None)).warnings_to_file():
+            trainer = _quiet_console(_make_trainer(model, pf, [watch, *(c for c in s.callbacks if getattr(c, 'in_preflight', False))]))
+            watch.guard = guard = _StepGuard(trainer)
+            trainer.train()
     except ColabDPOError: raise
     except Exception as e:
         if _is_oom(e): raise
@@ -427,17 +462,18 @@ def _already_at_end(trainer, ck:Path|None, recipe:DPORecipe) -> bool:
 def _train_with_recovery(held:list, s:_RunSpec) -> dict:
     "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから続ける（基盤モデルは使い回し、壊れていれば読み直す）"
     # モデルは held（長さ 0 か 1 のリスト）から受け取る: 呼び出し側の変数に残ると、失敗したモデルが再試行の間も GPU に居座る
-    recipe, settings = s.recipe, s.settings
+    recipe, settings, log = s.recipe, s.settings, s.log or _LogFile(None)
     resumed_from = resume_ck = _resolve_resume(recipe, s.ckdir)
     if resume_ck and int(os.environ.get('RANK', '0')) == 0: print(msg('ckpt.resuming', step=resume_ck.name.rsplit('-', 1)[1], path=resume_ck))
     monitor, retries = MemoryMonitorCallback(verbose=False), []
     for attempt in range(recipe.oom_retries + 1):
-        model = held.pop() if held else _reload(s.info, recipe, s.base)
+        with log.warnings_to_file(): model = held.pop() if held else _reload(s.info, recipe, s.base)
         watch, trainer, oom = _RunWatch(), None, None
         try:
-            trainer = _make_trainer(model, dataclasses.replace(s, settings=settings), [monitor, watch, *s.callbacks])
-            watch.guard = _StepGuard(trainer)
-            if not _already_at_end(trainer, resume_ck, recipe): trainer.train(resume_from_checkpoint=str(resume_ck) if resume_ck else None)
+            with log.warnings_to_file():
+                trainer = _quiet_console(_make_trainer(model, dataclasses.replace(s, settings=settings), [monitor, watch, log, *s.callbacks]))
+                watch.guard = _StepGuard(trainer)
+                if not _already_at_end(trainer, resume_ck, recipe): trainer.train(resume_from_checkpoint=str(resume_ck) if resume_ck else None)
         except Exception as e:
             if not _is_oom(e): raise
             oom = dict(step=(trainer.state.global_step + 1) if trainer else 0, error=str(e).splitlines()[0][:200])
@@ -590,12 +626,13 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, base=None, to
     run_dir = Path(recipe.output_dir).expanduser(); run_dir.mkdir(parents=True, exist_ok=True)
     precision = 'fp32' if recipe.dry_run else (recipe.precision or decide_precision())
     extra = dict(use_cpu=True) if recipe.dry_run and torch.cuda.is_available() else {}   # ドライランは GPU があっても CPU で
-    model, tok, info = _load(recipe, run_dir) if base is None else _preloaded(base, tokenizer)
+    main = int(os.environ.get('RANK', '0')) == 0
+    log = _LogFile(run_dir/'train.log' if main else None)
+    with log.warnings_to_file(): model, tok, info = _load(recipe, run_dir) if base is None else _preloaded(base, tokenizer)
     train_ds, eval_ds, data_report, stats = _load_data(recipe, tok, stats_rows=target.max_rows, stats_max_length=target.max_length)
     plan, settings = _plan(recipe, target, model, info, stats, precision, rows=len(train_ds))
-    main = int(os.environ.get('RANK', '0')) == 0
     if plan is not None and main: print(plan)
-    spec = _RunSpec(recipe, tok, train_ds, eval_ds, settings, precision, checkpoint_dir(recipe), info, callbacks or [], extra, base)
+    spec = _RunSpec(recipe, tok, train_ds, eval_ds, settings, precision, checkpoint_dir(recipe), info, callbacks or [], extra, base, log)
     preflight = None
     if recipe.preflight_steps:
         preflight = _preflight(model, spec)
@@ -626,6 +663,7 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, base=None, to
     if main:
         write_run_card(card, run_dir)
         if mon.summary: print(mon.summary)
+        if spec.log.n_warnings: print(msg('train.library_warnings', n=spec.log.n_warnings, path=spec.log.path))
         if recipe.push_to_hub: push_run(run_dir, recipe.push_to_hub)
     return TrainResult(run_dir, adapter_dir, card['metrics'], history, card, spec.ckdir, merged, plan)
 

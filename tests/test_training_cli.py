@@ -90,3 +90,15 @@ def test_demo_command(tmp_path):
     assert losses[-1] < losses[0], losses                 # 学習が進んでいる
     if (run_dir/'eval').is_dir(): assert any((run_dir/'eval').iterdir())
     print(f'demo: {dt:.0f} s')
+
+def test_console_keeps_bars_and_logs_the_rest(tmp_path, tiny, sample):
+    "画面には進捗バーと colab-dpo の文だけ: ログの dict とライブラリの警告（FutureWarning）は train.log に行く（警告を消さない設定でも）"
+    r = run_cli('colab-dpo-train', '--model', tiny['qwen2'], '--data', sample, '--output-dir', tmp_path/'out', *SMALL,
+                lang='en', env={'PYTHONWARNINGS': '', 'TQDM_DISABLE': '0'})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "{'loss'" not in r.stdout + r.stderr and 'FutureWarning' not in r.stderr
+    lines = (tmp_path/'out'/'train.log').read_text(encoding='utf-8').splitlines()
+    logs = [json.loads(l) for l in lines if l.startswith('{')]
+    assert [x['step'] for x in logs if 'loss' in x] == [1, 2] and all('rewards/margins' in x for x in logs if 'loss' in x)
+    n = sum(1 for l in lines if not l.startswith('{'))   # ライブラリの警告の行
+    assert (f'{n} library warnings were written' in r.stdout) == (n > 0)
