@@ -23,111 +23,11 @@ from .memory import *
 from .memory import _Callback, _lora_params, _pair_lengths, _stats_from_lengths
 from .runcard import *
 from .runcard import _registry_entry, _model_licence, _licence_note, _jsonable, _scrub
+from .guards import *
+from .guards import _is_oom, _params_finite, _StepGuard, _LogFile, _quiet_console, _RunWatch, _nan_error, _next_settings
 
 # %% auto #0
-__all__ = ['InjectFault', 'TrainResult', 'ref_passes', 'strip_adapter', 'train_dpo', 'cli_recipe', 'train_cli']
-
-# %% ../nbs/03_training.ipynb #f520e721
-def _is_oom(e:BaseException) -> bool:
-    "CUDA のメモリ不足か（torch の版によって型が違うので文言も見る）"
-    import torch
-    types_ = tuple(t for t in (getattr(torch, 'OutOfMemoryError', None), getattr(torch.cuda, 'OutOfMemoryError', None)) if t)
-    return isinstance(e, types_) or (isinstance(e, RuntimeError) and 'out of memory' in str(e).lower())
-
-# %% ../nbs/03_training.ipynb #b039a45b
-def _params_finite(model) -> bool:
-    import torch
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
-
-# %% ../nbs/03_training.ipynb #52d82bbd
-class _StepGuard:
-    "`trainer.training_step` を包み、損失の NaN/inf を見張る"
-    def __init__(self, trainer):
-        self.trainer, self.bad, self.orig = trainer, None, trainer.training_step
-        trainer.training_step = self
-    def __call__(self, *args, **kwargs):
-        import torch
-        step = self.trainer.state.global_step + 1
-        loss = self.orig(*args, **kwargs)
-        if self.bad is None and not bool(torch.isfinite(loss).all()): self.bad = (step, float(loss.detach().float().mean()))
-        return loss
-
-# %% ../nbs/03_training.ipynb #4a1b2a3d
-class InjectFault(_Callback):
-    "テスト用のコールバック: 決めたステップの初めに OOM を起こす（1 回だけ）か、学習する重みを NaN にする。`train_dpo(callbacks=[...])` に渡す"
-    in_preflight = True   # 予行演習のトレーナーにも入る
-    def __init__(self, oom_at_step:int|None=None, # このステップで torch.OutOfMemoryError
-                 nan_at_step:int|None=None):      # このステップで LoRA の重み 1 つを NaN に（損失が NaN になる）
-        self.oom_at, self.nan_at, self.fired = oom_at_step, nan_at_step, False
-    def on_step_begin(self, args, state, control, model=None, **kw):
-        import torch
-        step = state.global_step + 1
-        if self.oom_at == step and not self.fired:
-            self.fired = True
-            raise torch.OutOfMemoryError(f'CUDA out of memory (injected at step {step})')
-        if self.nan_at == step:
-            with torch.no_grad(): next(p for p in model.parameters() if p.requires_grad).fill_(float('nan'))
-
-# %% ../nbs/03_training.ipynb #98845682
-class _LogFile(_Callback):
-    "Trainer のログを train.log に JSON で 1 行ずつ書き、学習中のライブラリの警告もそこへ回す（path が None なら書かない: 2 番目以降のプロセス）"
-    def __init__(self, path:Path|None): self.path, self.n_warnings = path, 0
-    def write(self, line:str):
-        if self.path is None: return
-        with open(self.path, 'a', encoding='utf-8') as f: f.write(line.rstrip('\n') + '\n')
-    def on_log(self, args, state, control, logs=None, **kw):
-        if logs: self.write(json.dumps(dict(step=state.global_step, **_jsonable(logs)), ensure_ascii=False))
-    @contextlib.contextmanager
-    def warnings_to_file(self):
-        "この中で出た警告のうち、ライブラリのものは train.log へ、colab-dpo のものは抜けた後に画面へ（同じ警告は 1 回）"
-        got = []
-        try:
-            with warnings.catch_warnings(record=True) as got:
-                warnings.simplefilter('default')
-                yield
-        finally:
-            for w in got:
-                if issubclass(w.category, ColabDPOWarning): warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-                else: self.n_warnings += 1; self.write(f'{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})')
-
-# %% ../nbs/03_training.ipynb #9d2dc01c
-def _quiet_console(trainer):
-    "transformers が画面に出すログの dict を止める（進捗バーとノートブックの表は残す。ログは `_LogFile` が train.log へ）"
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    trainer.remove_callback(PrinterCallback)
-    for cb in trainer.callback_handler.callbacks:
-        if type(cb) is ProgressCallback: cb.on_log = lambda *a, **k: None
-    return trainer
-
-# %% ../nbs/03_training.ipynb #9e6aae7c
-class _RunWatch(_Callback):
-    "NaN のステップで止めて保存を取り消し、この実行で保存したチェックポイントを記録する"
-    def __init__(self, guard:_StepGuard|None=None): self.guard, self.saved = guard, []
-    def on_step_end(self, args, state, control, model=None, **kw):
-        g = self.guard
-        if g is None: return
-        if g.bad is None and control.should_save and model is not None and not _params_finite(model):
-            g.bad = (state.global_step, float('nan'))
-        if g.bad is not None: control.should_training_stop, control.should_save, control.should_evaluate = True, False, False
-        return control
-    def on_save(self, args, state, control, **kw): self.saved.append(Path(args.output_dir)/f'checkpoint-{state.global_step}')
-
-# %% ../nbs/03_training.ipynb #4af20d62
-def _nan_error(bad, recipe:DPORecipe, precision:str, ckpt) -> TrainingError:
-    hint = msg('train.nan_fp16') if precision == 'fp16' else ''
-    advice = msg('train.nan_advice', lr=recipe.learning_rate, beta=recipe.beta, precision_hint=hint)
-    return TrainingError('train.nan_loss', step=bad[0], value=bad[1], advice=advice, ckpt=ckpt or msg('card.none'))
-
-# %% ../nbs/03_training.ipynb #03dd0137
-def _next_settings(s:dict) -> dict|None:
-    "OOM の後の設定: マイクロバッチ半分・勾配蓄積倍 → 参照の事前計算 → 勾配チェックポイント（もう下げられなければ None）"
-    s = dict(s)
-    if s['per_device_train_batch_size'] > 1:
-        s['per_device_train_batch_size'] //= 2; s['gradient_accumulation_steps'] *= 2
-    elif not s['precompute_ref_log_probs']: s['precompute_ref_log_probs'] = True
-    elif not s['gradient_checkpointing']: s['gradient_checkpointing'] = True
-    else: return None
-    return s
+__all__ = ['TrainResult', 'ref_passes', 'strip_adapter', 'train_dpo', 'cli_recipe', 'train_cli']
 
 # %% ../nbs/03_training.ipynb #36f3d0e5
 register_messages({
