@@ -571,11 +571,10 @@ def _check_inputs(model, tokenizer, peft_config, needs_ref:bool, a:dict) -> tupl
     return model, tokenizer, peft_config
 
 # %% ../nbs/00_compat.ipynb #b0e7a9ff
-def _device_args(dpo_args:dict) -> tuple[dict, str|None]:
+def _device_args(dpo_args:dict, no_accel:bool) -> tuple[dict, str|None]:
     "GPU が無ければ `use_cpu`、出力先の指定が無ければ一時フォルダ（トレーナーと一緒に消す）を足した引数と、その一時フォルダ"
-    import torch
     a = dict(dpo_args)
-    if not torch.cuda.is_available() and not torch.backends.mps.is_available() and not ({'use_cpu', 'no_cuda'} & set(a)): a['use_cpu'] = True
+    if no_accel and not ({'use_cpu', 'no_cuda'} & set(a)): a['use_cpu'] = True
     tmp_out = None if 'output_dir' in a else tempfile.mkdtemp(prefix='colab-dpo-')
     if tmp_out: a['output_dir'] = tmp_out
     return a, tmp_out
@@ -612,12 +611,12 @@ def make_dpo_trainer(model,                 # 読み込んだモデル、また�
     if caps is None: raise CompatError('compat.trl_missing')
     needs_ref = _spec is None or _spec.reference
     model, tokenizer, peft_config = _check_inputs(model, tokenizer, peft_config, needs_ref, dpo_args)
-    a, tmp_out = _device_args(dpo_args)
+    import torch
+    no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    a, tmp_out = _device_args(dpo_args, no_accel)
     plan = plan_dpo_args(caps, **a)
     if plan.unsupported: warn('compat.unsupported_option', options=', '.join(plan.unsupported), trl=caps.trl_version, stacklevel=3)
     if cpu_compact is None: cpu_compact = os.environ.get('COLAB_DPO_CPU_COMPACT', '1') != '0'
-    import torch
-    no_accel = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     compact = cpu_compact_logprobs(bool(cpu_compact and (no_accel or a.get('use_cpu') or a.get('no_cuda'))))
     adapt = _spec.adapt if _spec is not None else adapt_dataset
     train_ds, info = adapt(train_dataset, tokenizer, caps, plan.truncate_prompts)

@@ -6,7 +6,7 @@ Docs: https://colab-dpo.github.io/colab-dpo/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #07bc9eb7
 from __future__ import annotations
-import os, sys, string, inspect, warnings, functools, argparse
+import os, re, sys, string, inspect, warnings, functools, argparse
 from fastcore.script import call_parse, anno_parser
 from fastcore.docments import docments
 
@@ -143,8 +143,8 @@ def _localize_help(p, name:str):
     p.description = get('') or p.description
     for a in p._actions:
         if a.help in (None, argparse.SUPPRESS) or not get(a.dest): continue
-        a.help = get(a.dest) + (f" (default: {a.default!r})" if isinstance(a.default, str) and not a.default.strip()   # fastcore と同じ既定値の表示
-                                else f" (default: {a.default})" if ' (default: ' in a.help else '')
+        m = re.search(r' \(default: .*\)$', a.help, re.S)   # fastcore が付けた既定値の表示はそのまま残す
+        a.help = get(a.dest) + (m.group(0) if m else '')
     return p
 
 # %% ../nbs/00_core.ipynb #38353a77

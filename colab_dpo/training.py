@@ -255,7 +255,7 @@ class _RunSpec:
     callbacks:list                 # 利用者のコールバック
     extra:dict                     # TrainingArguments への追加（ドライランの use_cpu）
     base:object=None               # 利用者が渡した読み込み済みの基盤モデル
-    log:_LogFile|None=None         # train.log（ログの dict とライブラリの警告）
+    log:_LogFile=dataclasses.field(default_factory=lambda: _LogFile(None))   # train.log（ログの dict とライブラリの警告）。既定は書かない
 
 # %% ../nbs/03_training.ipynb #dac691e2
 def _make_trainer(model, s:_RunSpec, callbacks:list):
@@ -281,7 +281,7 @@ def _preflight(model, s:_RunSpec):
     pf = dataclasses.replace(s, recipe=r, train_ds=sub, eval_ds=None, settings={**s.settings, 'gradient_accumulation_steps': 1}, ckdir=tmp)
     watch, trainer = _RunWatch(), None
     try:
-        with (s.log or _LogFile(None)).warnings_to_file():
+        with s.log.warnings_to_file():
             trainer = _quiet_console(_make_trainer(model, pf, [watch, *(c for c in s.callbacks if getattr(c, 'in_preflight', False))]))
             watch.guard = guard = _StepGuard(trainer)
             trainer.train()
@@ -362,7 +362,7 @@ def _already_at_end(trainer, ck:Path|None, recipe:DPORecipe) -> bool:
 def _train_with_recovery(held:list, s:_RunSpec) -> dict:
     "学習する。OOM なら設定を下げ、この実行で最後に保存した完全なチェックポイントから続ける（基盤モデルは使い回し、壊れていれば読み直す）"
     # モデルは held（長さ 0 か 1 のリスト）から受け取る: 呼び出し側の変数に残ると、失敗したモデルが再試行の間も GPU に居座る
-    recipe, settings, log = s.recipe, s.settings, s.log or _LogFile(None)
+    recipe, settings, log = s.recipe, s.settings, s.log
     resumed_from = resume_ck = _resolve_resume(recipe, s.ckdir)
     if resume_ck and int(os.environ.get('RANK', '0')) == 0: print(msg('ckpt.resuming', step=resume_ck.name.rsplit('-', 1)[1], path=resume_ck))
     monitor, retries = MemoryMonitorCallback(verbose=False), []
