@@ -13,13 +13,14 @@ Hub には接続しない: 構造は `config.json`（../shared/fixtures/tinyswal
 
 評価の段階（--phases eval）: 学習の代わりに乱数で初期化した LoRA アダプターを載せた run フォルダを作り、(1) `colab-dpo-eval` を別プロセスで
 既定のまま走らせて（12 問 × 128 トークンを学習前後、保留 200 組を 1024 トークンで採点）全体と段階ごとの秒数・選んだ精度を読み、
-(2) 同じプロセスで、以前の既定（4bit の基盤・バッチ 4）と新しい既定（空きに収まれば 16bit・バッチは空きから）の生成の tokens/s を比べる。
+(2) 同じプロセスで、以前の既定（4bit の基盤・バッチ 4）と新しい既定（空きに収まれば 16bit・バッチは空きから）の生成の tokens/s を比べ、
+(3) 学習後の生成（アダプター有効）を、分けたままと `merged_adapter` で重みに足し込んだときとで比べる（足し込めたかのコードも残す）。
 複数 GPU の段階（--phases multi）: GPU が 2 枚以上あれば `torchrun --nproc_per_node 2 colab-dpo-train --profile kaggle-2xt4` と
 1 プロセスの `--profile t4`（同じ実効バッチ 8）の学習 tokens/s を比べる。GPU が 1 枚なら「未測定」と出す（CPU の --smoke は gloo で配線だけ）。
 
 GPU が無い環境の数値は bench/README.md で「未測定」のままにする（推定値を測定値として書かない）。
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, json, os, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +156,7 @@ _PHASES = dict(load=r'\[eval\] loaded in ([\d.]+) s', score=r'\[eval\] scored (\
 def eval_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
     "colab-dpo-eval を既定のまま別プロセスで走らせて段階ごとの秒数を読み、同じプロセスで以前の既定と生成の tokens/s を比べる"
     import re, gc, torch
-    from colab_dpo.evaluation import load_run, load_prompt_set, prompt_ids, generate_answers
+    from colab_dpo.evaluation import load_run, load_prompt_set, prompt_ids, generate_answers, merged_adapter
     run = make_run(model_dir, work/'eval_run', a.eval_length, a.eval_pairs, gpu)
     cmd = [_exe('colab-dpo-eval'), '--run-dir', str(run), '--max-new-tokens', str(a.new_tokens),
            '--n-prompts', str(a.prompts), '--max-pairs', str(a.eval_pairs)]
@@ -168,20 +169,27 @@ def eval_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
         if m: r[f'{k}_s'] = float(m.group(1 if k in ('load', 'total') else 2))
         if m and k in ('score', 'generate'): r[f'{k}_tokens_per_s'] = float(m.group(3))
     rep = run/'eval'/'report.json'
-    if rep.exists(): r['precision'] = (json.loads(rep.read_text()).get('load') or {}).get('message')
+    if rep.exists():
+        j = json.loads(rep.read_text())
+        r['precision'] = (j.get('load') or {}).get('message'); r['merge'] = j['generations']['summary'].get('merge')
+    r['cli_stdout'] = p.stdout[-3000:]   # 段階の行（準備・読み込み・採点・生成・レポート・合計）
     prompts = load_prompt_set('ja', n=a.prompts)
-    for name, q, bs in (('old_4bit_batch4', '4bit' if gpu else None, 4), ('new_default', 'auto', None)):
+    for name, q, bs, side in (('old_4bit_batch4', '4bit' if gpu else None, 4, 'off'), ('new_default', 'auto', None, 'off'),
+                              ('after_separate', 'auto', None, 'on'), ('after_merged', 'auto', None, 'merged')):
         model, tok, card = load_run(run, q)
         ids = [prompt_ids(tok, x) for x in prompts]
         if gpu: torch.cuda.synchronize()
         t = time.perf_counter()
-        with model.disable_adapter(): out = generate_answers(model, tok, ids, a.new_tokens, bs)
+        ctx = model.disable_adapter() if side == 'off' else merged_adapter(model) if side == 'merged' else contextlib.nullcontext()
+        with ctx as info: out = generate_answers(model, tok, ids, a.new_tokens, bs)
+        if side == 'merged': r['after_merge_code'] = info['code']
         if gpu: torch.cuda.synchronize()
         dt = time.perf_counter() - t
         r[name] = dict(gen_s=dt, new_tokens=sum(map(len, out)), tokens_per_s=sum(map(len, out))/dt, load=card['eval_load'].get('code'))
         del model, out; gc.collect()
         if gpu: torch.cuda.empty_cache()
     r['gen_speed_ratio'] = r['new_default']['tokens_per_s'] / r['old_4bit_batch4']['tokens_per_s']
+    r['after_merged_ratio'] = r['after_merged']['tokens_per_s'] / r['after_separate']['tokens_per_s']   # 学習後の生成: 足し込み / 分けたまま
     return r
 
 def _train_tps(run:Path) -> float|None:
@@ -388,7 +396,9 @@ def main():
               f"score {e.get('score_s', float('nan')):.1f}s, generate {e.get('generate_s', float('nan')):.1f}s), progress bars {e['progress_bars']}\n"
               f"      precision: {e.get('precision')}\n"
               f"      generation {a.prompts} prompts x {a.new_tokens} tokens (adapter off): old 4bit/batch 4 {o.get('tokens_per_s', 0):.0f} tok/s, "
-              f"new default {n.get('tokens_per_s', 0):.0f} tok/s -> ratio x{e['gen_speed_ratio']:.2f}")
+              f"new default {n.get('tokens_per_s', 0):.0f} tok/s -> ratio x{e['gen_speed_ratio']:.2f}\n"
+              f"      after training (adapter on): separate {e['after_separate']['tokens_per_s']:.0f} tok/s, merged "
+              f"{e['after_merged']['tokens_per_s']:.0f} tok/s ({e.get('after_merge_code')}) -> ratio x{e['after_merged_ratio']:.2f}")
     if 'multi' in extra: print(f"multi: {json.dumps(extra['multi'], ensure_ascii=False, default=str)}")
     for k in ('oom', 'tune', 'selftest'):
         if k in extra: print(f"{k}: {json.dumps(extra[k], ensure_ascii=False, default=str)}")

@@ -19,8 +19,8 @@ from .scoring import (_bar, _chat_ids, _choice, _conv, _device, _eval_mode, _has
 
 # %% auto #0
 __all__ = ['JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'MIN_PAIRS', 'ja_ratio', 'distinct_n', 'prompt_ids', 'generate_answers',
-           'GenerationComparison', 'compare_generations', 'load_prompt_set', 'read_run_card', 'base_model_of',
-           'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p', 'pairs_needed',
+           'merged_adapter', 'GenerationComparison', 'compare_generations', 'load_prompt_set', 'read_run_card',
+           'base_model_of', 'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p', 'pairs_needed',
            'change_pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health', 'EvalReport',
            'evaluate_run', 'eval_cli']
 
@@ -104,6 +104,77 @@ def generate_answers(model,                # 因果言語モデル（アダプ�
                 out[i] = row if end is None else row[:end+1]
     return out
 
+# %% ../nbs/04_eval.ipynb #e65ee1cb
+register_messages({f'eval.merge_{k}': dict(ja=j, en=e) for k,j,e in [
+    ('ok', '学習後の生成はアダプターを重みに足し込みました（差分の相対誤差 {error:.2%}、控え {mb:.1f} MB を {place} に置き、終わったら元の重みに戻しました）',
+     'after-training answers use the adapter merged into the weights (relative error of the merged difference {error:.2%}; a {mb:.1f} MB copy on {place} restored the original weights afterwards)'),
+    ('precision', '学習後の生成はアダプターを分けたままにしました: {dtype} の重みに足し込むと差分の相対誤差が {error:.1%}（上限 {max:.0%}）で、学習の効果が丸めで失われるため',
+     'after-training answers keep the adapter separate: merged into {dtype} weights the difference would be off by {error:.1%} (limit {max:.0%}), so rounding would lose what training learned'),
+    ('quantized', '学習後の生成はアダプターを分けたままにしました: 基盤の重みが量子化されていて（{dtype}）、足し込むと精度が落ちるため',
+     'after-training answers keep the adapter separate: the base weights are quantized ({dtype}) and merging would lose precision'),
+    ('unsupported', '学習後の生成はアダプターを分けたままにしました: DoRA の層や、ディスクに退避した重みは、足し込んだ差分を確かめられないため',
+     'after-training answers keep the adapter separate: the merged difference of DoRA layers or of weights offloaded to disk cannot be checked'),
+    ('memory', '学習後の生成はアダプターを分けたままにしました: 元の重みの控え {mb:.1f} MB を置く空きがないため',
+     'after-training answers keep the adapter separate: there is no free memory for the {mb:.1f} MB copy of the original weights'),
+    ('line', '[評価] {how}', '[eval] {how}')]})
+
+
+# %% ../nbs/04_eval.ipynb #1009bb46
+def _lora_layers(model) -> list:
+    "有効なアダプターを持つ LoRA の層"
+    return [m for m in model.modules() if hasattr(m, 'lora_A') and hasattr(m, 'get_base_layer') and any(a in m.lora_A for a in m.active_adapters)]
+
+
+# %% ../nbs/04_eval.ipynb #44175eac
+def _copy_place(need:int, dev, budget_gb:float|None):
+    "元の重みの控えを置く場所: GPU の空きの半分に収まれば同じ GPU、でなければ CPU の空き RAM の半分（budget_gb があればそれ）"
+    import torch, psutil
+    if budget_gb is not None: return 'cpu' if need <= budget_gb*2**30 else None
+    if dev.type == 'cuda' and need <= torch.cuda.mem_get_info(dev)[0]/2: return dev
+    return 'cpu' if need <= psutil.virtual_memory().available/2 else None
+
+
+# %% ../nbs/04_eval.ipynb #0cd091ac
+@contextlib.contextmanager
+def merged_adapter(model,                      # LoRA アダプター付きのモデル（PeftModel）
+                   max_error:float=0.05,       # 重みに入った差分と ΔW の相対誤差の上限（超えたら足し込まない）
+                   copy_budget_gb:float|None=None, # 元の重みの控えに使ってよい量（None なら GPU か RAM の空きの半分）
+                  ):                           # with の中で使える dict: merged、code、message、error、mb（控えの大きさ）
+    "with の間だけ LoRA を 16/32bit の重みに足し込む。抜けるとき（例外でも）元の重みを控えから書き戻す"
+    import torch
+    layers = _lora_layers(model); ws = [m.get_base_layer().weight for m in layers]
+    info = dict(merged=False, error=None, mb=sum(w.numel()*w.element_size() for w in ws)/2**20)
+    def say(code, **kw): info.update(code=code, message=msg(code, **{**info, **kw}))
+    dt = next((str(w.dtype).split('.')[-1] for w in ws if type(w) is not torch.nn.Parameter or not w.dtype.is_floating_point or w.element_size() < 2), None)
+    place = None
+    if not layers or dt: say('eval.merge_quantized', dtype=dt or '-')
+    elif any(w.device.type == 'meta' for w in ws) or any(m.use_dora.get(a, False) for m in layers for a in m.active_adapters): say('eval.merge_unsupported')
+    elif (place := _copy_place(int(info['mb']*2**20), ws[0].device, copy_budget_gb)) is None: say('eval.merge_memory')
+    if place is None:
+        yield info; return
+    saved, num, den = [], 0.0, 0.0
+    def restore():
+        with torch.no_grad():
+            for m,w,s in zip(layers, ws, saved):   # 足し込んだ層にはかならず控えがある（控えを取ってから足し込む）
+                if m.merged: m.unmerge()
+                w.copy_(s)
+        saved.clear()   # 2 度目の呼び出し（finally）では何もしない
+    try:
+        with torch.no_grad():
+            for m,w in zip(layers, ws):
+                names = [a for a in m.active_adapters if a in m.lora_A]
+                d, old = sum(m.get_delta_weight(a).float() for a in names), w.detach().clone()
+                saved.append(old.to(place))
+                m.merge(adapter_names=names)
+                num += ((w.float() - old.float()) - d).norm().item()**2; den += d.norm().item()**2
+                del d, old
+        info['error'] = (num/den)**0.5 if den > 0 else 0.0
+        if info['error'] > max_error: restore(); say('eval.merge_precision', dtype=str(ws[0].dtype).split('.')[-1], max=max_error)
+        else: info['merged'] = True; say('eval.merge_ok', place=str(place))
+        yield info
+    finally: restore()
+
+
 # %% ../nbs/04_eval.ipynb #b13e0dc9
 def _prompt_text(p) -> str:
     return p if isinstance(p, str) else next((m['content'] for m in reversed(p) if m['role'] == 'user'), str(p))
@@ -122,7 +193,7 @@ register_messages({f'eval.r.{k}': dict(ja=j, en=e) for k,j,e in [   # 比較・�
     ('sum_head', '| 指標（平均） | 学習前 | 学習後 |', '| metric (mean) | before | after |'),
     ('changed', '{n} 個のプロンプトのうち {changed:.0%} で回答が変わりました（{how}、最大 {m} トークン）。',
      'The answer changed for {changed:.0%} of {n} prompts ({how}, at most {m} tokens).'),
-    ('sampling', 'サンプリング', 'sampling'), ('greedy', '貪欲法', 'greedy'),
+    ('sampling', 'サンプリング', 'sampling'), ('greedy', '貪欲法', 'greedy'), ('merge', '{how}。', '{how}.'),
     ('gen_head', '| # | プロンプト | 学習前（アダプター無効） | 学習後 |', '| # | prompt | before (adapter off) | after |'),
     ('gen_stats', '<br><sub>{chars} 字・日本語 {ja:.0%}・d2 {d2:.2f}・報酬 {r:+.3f}</sub>', '<br><sub>{chars} chars · Japanese {ja:.0%} · d2 {d2:.2f} · reward {r:+.3f}</sub>'),
     ('before_off', '学習前（アダプター無効）', 'before (adapter off)'), ('after', '学習後', 'after'), ('before', '学習前', 'before'),
@@ -163,6 +234,7 @@ class GenerationComparison:
     beta:float=0.1        # 暗黙の報酬の β
     max_new_tokens:int=128 # 生成の最大トークン数
     do_sample:bool=False  # サンプリングしたか（False なら貪欲法）
+    merge:dict|None=None  # 学習後の生成でアダプターを重みに足し込んだか（merged、code、error。merged_adapter の結果）
 
     def __repr__(self):
         s = self.summary
@@ -174,7 +246,7 @@ class GenerationComparison:
         side = lambda k: {s: _mean([r[k][s] for r in self.rows]) for s,_ in _STATS}
         return dict(n=len(self.rows), before=side('before'), after=side('after'),
                     changed=_mean([float(r['before']['text'] != r['after']['text']) for r in self.rows]),
-                    max_new_tokens=self.max_new_tokens, do_sample=self.do_sample)
+                    max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, merge=self.merge)
     def to_frame(self):
         "プロンプトごとの表（pandas.DataFrame）"
         import pandas as pd
@@ -186,7 +258,8 @@ class GenerationComparison:
         t = [msg('eval.r.sum_head'), '|---|---:|---:|']
         t += [f"| {msg('eval.r.'+k)} | {s['before'][k]:{fmt}} | {s['after'][k]:{fmt}} |" for k,fmt in _STATS]
         how = msg('eval.r.sampling' if s['do_sample'] else 'eval.r.greedy')
-        return '\n'.join(t) + '\n\n' + msg('eval.r.changed', n=s['n'], changed=s['changed'], how=how, m=s['max_new_tokens'])
+        merge = ' ' + msg('eval.r.merge', how=self.merge['message']) if (self.merge or {}).get('message') else ''
+        return '\n'.join(t) + '\n\n' + msg('eval.r.changed', n=s['n'], changed=s['changed'], how=how, m=s['max_new_tokens']) + merge
     def _repr_markdown_(self) -> str:
         t = [msg('eval.r.gen_head'), '|---|---|---|---|']
         st = lambda a: msg('eval.r.gen_stats', chars=a['chars'], ja=a['ja_ratio'], d2=a['distinct_2'], r=a['reward'])
@@ -213,7 +286,9 @@ def compare_generations(model,                  # LoRA アダプター付きの�
     sb, sa = _sides()
     with _phase('eval.phase_generate', n=len(ids)) as info, _eval_mode(model):
         with model.disable_adapter(): before = generate_answers(model, tok, ids, max_new_tokens, batch_size, msg('eval.bar_generate', side=sb), **gen_kw)
-        after = generate_answers(model, tok, ids, max_new_tokens, batch_size, msg('eval.bar_generate', side=sa), **gen_kw)
+        with merged_adapter(model) as merge:
+            print(msg('eval.merge_line', how=merge['message']), flush=True)
+            after = generate_answers(model, tok, ids, max_new_tokens, batch_size, msg('eval.bar_generate', side=sa), **gen_kw)
         info['tokens'] = sum(map(len, before + after))
         seqs = [(p, a) for p,a in zip(ids + ids, before + after)]
         with model.disable_adapter(): ref = completion_logps(model, seqs, batch_size, pad)
@@ -222,7 +297,8 @@ def compare_generations(model,                  # LoRA アダプター付きの�
     n = len(ids)
     rows = [dict(prompt=_prompt_text(p), before=_answer_stats(_decode(tok, b), b, rw[i]), after=_answer_stats(_decode(tok, a), a, rw[n+i]))
             for i,(p,b,a) in enumerate(zip(prompts, before, after))]
-    return GenerationComparison(rows, float(beta), max_new_tokens, bool(gen_kw.get('do_sample', False)))
+    return GenerationComparison(rows, float(beta), max_new_tokens, bool(gen_kw.get('do_sample', False)),
+                                {k: merge.get(k) for k in ('merged', 'code', 'error', 'message')})
 
 # %% ../nbs/04_eval.ipynb #2a4c66ca
 JA_PROMPTS = [
@@ -319,18 +395,21 @@ def load_run(run_dir:str|Path,                 # run フォルダ
              quantization:str|None='auto',     # 'auto'（GPU で 16bit が収まれば 16bit、でなければ run_card の量子化。CPU なら None）、'4bit'、'8bit'、None
             ) -> tuple:                        # (PeftModel, トークナイザー, run_card。run_card['eval_load'] に読んだ精度と理由)
     "run フォルダから、基盤モデル 1 つにアダプターを載せて読み込む（参照はアダプター無効の同じモデル）"
-    from transformers import AutoTokenizer
-    from peft import PeftModel
-    from colab_dpo.loading import load_model
     run = Path(run_dir); ad = run/'adapter'
     if not (ad/'adapter_config.json').is_file(): raise ModelLoadError('eval.no_run', run_dir=str(run), what='adapter/adapter_config.json', file=str(ad))
     card = read_run_card(run); base = base_model_of(run, card)
-    if quantization == 'auto': choice = eval_load_choice(base, _card(card, 'quantization'), int(_card(card, 'max_length', 1024)))
-    else: choice = _choice('eval.load_given', {}, quantization=quantization, label=quantization or 'none')
-    with _phase('eval.phase_load', how=choice['message']):
+    with _phase('eval.phase_load') as info:   # transformers・peft の import、torch・CUDA の初期化、精度の決定から測る
+        from transformers import AutoTokenizer
+        from peft import PeftModel
+        from colab_dpo.loading import load_model
+        if quantization == 'auto': choice = eval_load_choice(base, _card(card, 'quantization'), int(_card(card, 'max_length', 1024)))
+        else: choice = _choice('eval.load_given', {}, quantization=quantization, label=quantization or 'none')
+        info['how'] = choice['message']
         model, tok, rep = load_model(base, quantization=choice['quantization'], for_training=False)
         if (ad/'tokenizer_config.json').is_file(): tok = AutoTokenizer.from_pretrained(ad)  # 学習に使ったトークナイザー（テンプレート込み）
-        model = PeftModel.from_pretrained(model, ad)
+        with warnings.catch_warnings():   # peft が内部で触る、transformers 5 の非推奨の属性（利用者には直せない）
+            warnings.filterwarnings('ignore', message='.*is_gradient_checkpointing.*', category=FutureWarning)
+            model = PeftModel.from_pretrained(model, ad)
         model.eval()
     return model, tok, {**card, 'eval_load': _jsonable(dict(choice, precision=getattr(rep, 'precision', choice.get('precision'))))}
 
@@ -609,27 +688,30 @@ def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_
     beta = float(_card(card, 'beta', 0.1))
     figs, notes, n_logs = {}, None, 0
     if history_file(run) is not None:
-        h = load_history(run)
-        plot_history(h, smooth, out_dir=out); figs['training_dashboard'] = out/'training_dashboard.png'
-        notes, n_logs = interpret_history(h), len(history_frames(h).train)
+        with _phase('eval.phase_history') as info:
+            h = load_history(run)
+            plot_history(h, smooth, out_dir=out); figs['training_dashboard'] = out/'training_dashboard.png'
+            notes, n_logs = interpret_history(h), len(history_frames(h).train)
+            info['n'] = n_logs
     if model is None: model, tok, card = load_run(run, quantization)
     if data is None and card.get('eval_data'):
         data = card['eval_data'] if Path(card['eval_data']).is_absolute() else run/card['eval_data']
     pref = None
     if data is not None:
         pref = preference_eval(model, tok, data, beta, batch_size, _card(card, 'max_length'), max_pairs)
-        plot_preference(pref, out); figs['preference'] = out/'preference.png'
     gens = compare_generations(model, tok, load_prompt_set(prompts if prompts is not None else 'ja', n=n_prompts),
                                max_new_tokens, beta, batch_size, system, **(gen_kw or {}))
-    vc, vm = verdict(pref, gens); hc, hm = health(notes, n_logs)
-    d = dict(run_dir=str(run), base_model=_base_name(run, card, model), beta=beta,
-             verdict=dict(code=vc, message=vm), health=dict(code=hc, message=hm),
-             notes=[x.to_dict() for x in notes] if notes is not None else None,
-             preference=_preference_block(pref), generations=dict(gens.to_dict(), flags=generation_flags(gens)),
-             figures={k: Path(v).name for k,v in figs.items()}, seconds=time.time() - t0, load=card.get('eval_load'))
-    md = _report_md(run, d, notes, pref, gens, figs)
-    (out/'report.md').write_text(md, encoding='utf-8')
-    (out/'report.json').write_text(json.dumps(_jsonable(d), ensure_ascii=False, indent=1, allow_nan=False), encoding='utf-8')
+    with _phase('eval.phase_report'):
+        if pref is not None: plot_preference(pref, out); figs['preference'] = out/'preference.png'
+        vc, vm = verdict(pref, gens); hc, hm = health(notes, n_logs)
+        d = dict(run_dir=str(run), base_model=_base_name(run, card, model), beta=beta,
+                 verdict=dict(code=vc, message=vm), health=dict(code=hc, message=hm),
+                 notes=[x.to_dict() for x in notes] if notes is not None else None,
+                 preference=_preference_block(pref), generations=dict(gens.to_dict(), flags=generation_flags(gens)),
+                 figures={k: Path(v).name for k,v in figs.items()}, seconds=time.time() - t0, load=card.get('eval_load'))
+        md = _report_md(run, d, notes, pref, gens, figs)
+        (out/'report.md').write_text(md, encoding='utf-8')
+        (out/'report.json').write_text(json.dumps(_jsonable(d), ensure_ascii=False, indent=1, allow_nan=False), encoding='utf-8')
     return EvalReport(out, md, d, figs)
 
 # %% ../nbs/04_eval.ipynb #32db024a
@@ -649,7 +731,9 @@ def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォ�
             ):
     "run フォルダを評価し、日本語のレポート（eval/report.md、report.json、PNG）を書く"
     if not run_dir: raise ConfigError('eval.missing_run_dir', arg='--run-dir')
-    t0 = time.time()
+    import psutil
+    t0 = psutil.Process().create_time()   # Python の起動から測る（import の時間も利用者が待つ時間）
+    print(msg('eval.phase_startup', secs=time.time() - t0), flush=True)
     from colab_dpo.checkpoints import check_run_outputs, check_writable
     if max_new_tokens < 1: raise ConfigError('ckpt.bad_arg', field='--max-new-tokens', value=max_new_tokens, expected=msg('eval.r.ge1'))
     check_run_outputs(run_dir)

@@ -178,7 +178,7 @@ def pretrain_mini_model(path:str|Path|None=None, # 保存先（None ならキャ
     return path
 
 # %% ../nbs/06_selftest.ipynb #e0a6aa37
-SELFTEST_RECIPE = dict(learning_rate=5e-4, beta=0.1, num_train_epochs=2.0)  # bench/selftest_sweep.py の実測で選んだ値
+SELFTEST_RECIPE = dict(learning_rate=1e-3, beta=0.1, num_train_epochs=2.0, rpo_alpha=1.0)  # bench/selftest_sweep.py の実測で選んだ値（6 種）
 
 # %% ../nbs/06_selftest.ipynb #e646e741
 register_messages({
@@ -194,6 +194,8 @@ register_messages({
                                  en='implicit-reward accuracy: {acc:.0%} [{lo:.0%}–{hi:.0%}], mean margin {margin:+.3f}'),
     'selftest.line_style': dict(ja='丁寧体で答えた割合（保留用プロンプト {n} 問）: {b:.0%} [{bl:.0%}–{bh:.0%}] → {a:.0%} [{al:.0%}–{ah:.0%}]、変化の p = {p:.2g}',
                                 en='share of answers in polite style ({n} held-out prompts): {b:.0%} [{bl:.0%}–{bh:.0%}] → {a:.0%} [{al:.0%}–{ah:.0%}], change p = {p:.2g}'),
+    'selftest.line_recipe': dict(ja='レシピ（{profile}）: 学習率 {learning_rate:g}、β {beta:g}、{num_train_epochs:g} エポック（{steps} ステップ）、chosen の NLL 項 {rpo}、{quantization}・{precision}',
+                                 en='recipe ({profile}): learning rate {learning_rate:g}, beta {beta:g}, {num_train_epochs:g} epochs ({steps} steps), NLL term on chosen {rpo}, {quantization}, {precision}'),
     'selftest.line_time': dict(ja='所要時間: 事前学習 {pre:.0f} 秒（キャッシュ {cached}）、学習 {train:.0f} 秒、評価 {eval:.0f} 秒、合計 {total:.0f} 秒',
                                en='time: pretraining {pre:.0f} s (cache {cached}), training {train:.0f} s, evaluation {eval:.0f} s, total {total:.0f} s'),
 })
@@ -221,7 +223,8 @@ def _selftest_recipe(profile:str, mini:Path, data:Path, run_dir:Path, **over):
     kw = dict(models=[str(mini)], data=str(data), dry_run=False, max_steps=-1, max_rows=None, eval_ratio=0.0, max_length=128,
               max_prompt_length=64, output_dir=str(run_dir), resume=None, save_steps=10**6, logging_steps=5, push_to_hub=None,
               preflight_steps=0, **SELFTEST_RECIPE)
-    return DPORecipe.from_profile(profile, **{**kw, **{k:v for k,v in over.items() if v is not None}})
+    kw.update({k:v for k,v in over.items() if v is not None})
+    return DPORecipe.from_profile(profile, **{**kw, 'rpo_alpha': kw.get('rpo_alpha') or None})   # rpo_alpha=0 は「使わない」
 
 # %% ../nbs/06_selftest.ipynb #a0b52d3f
 def selftest(profile:str='cpu',               # 製品のプロファイル: cpu、t4、l4、a100、h100、auto
@@ -231,6 +234,7 @@ def selftest(profile:str='cpu',               # 製品のプロファイル: cpu
              learning_rate:float|None=None,   # None なら SELFTEST_RECIPE の値
              beta:float|None=None,            # None なら SELFTEST_RECIPE の値
              epochs:float|None=None,          # None なら SELFTEST_RECIPE の値
+             rpo_alpha:float|None=None,       # chosen の NLL 項の重み（None なら SELFTEST_RECIPE の値、0 で使わない）
              n_train:int|None=None,           # 学習用ペアの数（None で全部）
              n_heldout:int|None=None,         # 保留用ペアの数（None で全部）
              swap:bool=False,                 # chosen と rejected を入れ替えて学習する（壊れた学習の確認用）
@@ -244,11 +248,11 @@ def selftest(profile:str='cpu',               # 製品のプロファイル: cpu
     (out/'data').mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     if not torch.cuda.is_available(): torch.set_num_threads(1)   # ミニモデルの小さな行列では 1 スレッドの方が速い（2 コアの実測: 0.6 秒/ステップ 対 混雑時 8 秒）
-    try: return _selftest(profile, out, arch, seed, learning_rate, beta, epochs, n_train, n_heldout, swap, max_new_tokens, pretrain_steps)
+    try: return _selftest(profile, out, arch, seed, learning_rate, beta, epochs, rpo_alpha, n_train, n_heldout, swap, max_new_tokens, pretrain_steps)
     finally: torch.set_num_threads(threads)
 
 # %% ../nbs/06_selftest.ipynb #da607ee8
-def _selftest(profile, out, arch, seed, learning_rate, beta, epochs, n_train, n_heldout, swap, max_new_tokens, pretrain_steps) -> dict:
+def _selftest(profile, out, arch, seed, learning_rate, beta, epochs, rpo_alpha, n_train, n_heldout, swap, max_new_tokens, pretrain_steps) -> dict:
     import torch
     from colab_dpo.training import train_dpo
     from colab_dpo.evaluation import evaluate_run
@@ -258,7 +262,8 @@ def _selftest(profile, out, arch, seed, learning_rate, beta, epochs, n_train, n_
     train, held, prompts = style_task(n_train, n_heldout, seed)
     if swap: train = [dict(r, chosen=r['rejected'], rejected=r['chosen']) for r in train]
     recipe = _selftest_recipe(profile, mini, _write_jsonl(train, out/'data'/'train.jsonl'), out/'run',
-                              learning_rate=learning_rate, beta=beta, num_train_epochs=epochs, seed=seed)
+                              learning_rate=learning_rate, beta=beta, num_train_epochs=epochs, seed=seed,
+                              rpo_alpha=rpo_alpha)
     res = train_dpo(recipe); t2 = time.time()
     torch.manual_seed(seed)
     rep = evaluate_run(res, prompts=prompts, data=_write_jsonl(held, out/'data'/'heldout.jsonl'), max_new_tokens=max_new_tokens,
@@ -272,7 +277,7 @@ def _selftest(profile, out, arch, seed, learning_rate, beta, epochs, n_train, n_
     passed = v['code'] == 'eval.verdict_helped' and st['after'] > st['before'] and st['change_p_value'] < 0.05
     r = recipe.to_dict()
     return dict(passed=passed, profile=recipe.profile, arch=arch, seed=seed, swap=swap, preference=pref, style=st, verdict=v,
-                recipe={k: r[k] for k in ('learning_rate', 'beta', 'num_train_epochs', 'per_device_train_batch_size',
+                recipe={k: r[k] for k in ('learning_rate', 'beta', 'num_train_epochs', 'rpo_alpha', 'per_device_train_batch_size',
                                           'gradient_accumulation_steps', 'quantization', 'precision', 'optim')},
                 train=dict(pairs=len(train), steps=max((h.get('step', 0) for h in res.log_history), default=0)),
                 seconds=dict(pretrain=pre['seconds'] if t1 - t0 > 5 else 0.0, pretrain_cached=t1 - t0 <= 5, train=t2 - t1, eval=t3 - t2, total=t3 - t0, cpu=time.process_time() - c0),
@@ -291,6 +296,8 @@ def selftest_text(r:dict # selftest の結果
          msg('selftest.line_reward', acc=p['reward_accuracy'], lo=p['reward_accuracy_ci'][0], hi=p['reward_accuracy_ci'][1], margin=p['margin_mean']),
          msg('selftest.line_style', n=s['n'], b=s['before'], bl=s['before_ci'][0], bh=s['before_ci'][1], a=s['after'], al=s['after_ci'][0],
              ah=s['after_ci'][1], p=s['change_p_value']),
+         msg('selftest.line_recipe', profile=r['profile'], steps=r['train']['steps'], rpo=r['recipe']['rpo_alpha'] or '-',
+             **{**r['recipe'], 'quantization': r['recipe']['quantization'] or 'none'}),
          msg('selftest.line_time', pre=t['pretrain'], cached='○' if t['pretrain_cached'] else '×', train=t['train'], eval=t['eval'], total=t['total']),
          r['verdict']['message'],
          msg('selftest.passed') if r['passed'] else msg('selftest.failed', code=r['verdict']['code'], report=r['paths']['report'])]
@@ -305,11 +312,12 @@ def selftest_cli(profile:str='cpu',   # プロファイル: cpu、t4、l4、a100
                  seed:int=0,          # 乱数の種
                  learning_rate:float=None, # 学習率（省略で実測の既定）
                  beta:float=None,     # DPO の β（省略で実測の既定）
+                 rpo_alpha:float=None, # chosen の NLL 項の重み（省略で実測の既定、0 で使わない）
                  swap:bool=False,     # chosen と rejected を入れ替える（不合格になることの確認用）
                 ):
     "事前学習したミニモデルで、この環境の DPO 学習が効くことを確かめる（効果が有意なら終了コード 0）"
     with contextlib.redirect_stdout(sys.stderr if json else sys.stdout):   # --json の標準出力は JSON だけにする（学習の進み具合は標準エラーへ）
-        r = selftest(profile, output_dir, arch=arch, seed=seed, learning_rate=learning_rate, beta=beta, swap=swap)
+        r = selftest(profile, output_dir, arch=arch, seed=seed, learning_rate=learning_rate, beta=beta, rpo_alpha=rpo_alpha, swap=swap)
     print(_dumps(r) if json else selftest_text(r))
     return 0 if r['passed'] else 1
 
@@ -323,5 +331,6 @@ register_cli_help(selftest_cli, en={
     'seed': 'random seed',
     'learning_rate': 'learning rate (if omitted, the measured default)',
     'beta': 'DPO beta (if omitted, the measured default)',
+    'rpo_alpha': 'weight of the NLL term on chosen (if omitted, the measured default; 0 turns it off)',
     'swap': 'swap chosen and rejected (to check that the test can fail)',
 })

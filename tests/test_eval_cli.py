@@ -71,7 +71,8 @@ def test_end_to_end_report(run_dir):
     assert r.returncode == 0, r.stderr
     no_traceback(r)
     assert '効果:' in r.stdout and '健全性:' in r.stdout and 'report.md' in r.stdout
-    for s in ('[評価] 読み込み', 'fp32', '[評価] 保留データ 3 組', '[評価] 2 問の回答', '[評価] 合計'): assert s in r.stdout, (s, r.stdout)  # 段階と所要時間
+    for s in ('[評価] Python の起動', '[評価] 学習の記録 40 行', '[評価] 読み込み', 'fp32', '[評価] 保留データ 3 組', '[評価] 学習後の生成はアダプターを重みに足し込みました',
+              '[評価] 2 問の回答', '[評価] 判定・図・レポート', '[評価] 合計'): assert s in r.stdout, (s, r.stdout)  # 段階と所要時間（時間の行で全体を覆う）
     assert '採点（学習前）' in r.stderr and '生成（学習後）' in r.stderr, r.stderr[-2000:]                                # 進捗バー（tqdm）
     ev = run_dir/'eval'
     assert sorted(p.name for p in ev.iterdir()) == ['preference.png', 'report.json', 'report.md', 'training_dashboard.png']
@@ -84,6 +85,8 @@ def test_end_to_end_report(run_dir):
     assert j['health']['code'] == 'eval.health_issues' and 'eval.overfitting' in [n['code'] for n in j['notes']]
     assert j['verdict']['code'].startswith('eval.verdict_')
     assert j['load']['code'] == 'eval.load_cpu' and j['load']['quantization'] is None   # CPU では量子化せず fp32（GPU の選び方は 04_eval のテスト）
+    mg = j['generations']['summary']['merge']                                            # fp32 なので学習後の生成はアダプターを足し込む
+    assert mg['merged'] is True and mg['code'] == 'eval.merge_ok' and mg['error'] < 1e-5
     md = (ev/'report.md').read_text(encoding='utf-8')
     for s in ('# DPO 評価レポート', '## 結論', '](training_dashboard.png)', '](preference.png)', '自己紹介してください。'): assert s in md
 

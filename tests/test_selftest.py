@@ -34,6 +34,7 @@ def test_selftest_cpu_passes(env, tmp_path):
     rep = json.loads((tmp_path/'st'/'run'/'eval'/'report.json').read_text(encoding='utf-8'))
     for k in KEYS: assert k in rep['preference'], k
     assert rep['verdict']['code'] == j['verdict']['code'] and rep['preference']['n'] == p['n']
+    assert rep['health']['code'] == 'eval.health_ok', rep['notes']   # 実測で選んだレシピ（NLL 項あり）では chosen の尤度が崩れない
 
 def test_swapped_pairs_are_not_helped(env, tmp_path):
     "壊れた学習（chosen と rejected を入れ替え）は、逆効果か効果なしと判定され、終了コード 1"
