@@ -266,6 +266,13 @@ register_messages({f'hist.label.{k}': dict(ja=j, en=e) for k,(j,e) in _LABELS.it
 
 _RAW = ('learning_rate', 'mem/gpu_allocated_gb', 'mem/gpu_reserved_gb', 'mem/gpu_peak_gb', 'mem/rss_gb')  # ならさずに描く
 
+# %% ../nbs/04a_history.ipynb #383a2c71
+def _starts_near_ln2(loss) -> bool:
+    "loss の最初の記録が ln 2 の近くから始まるか（素の DPO のシグモイド損失。NLL 項（rpo_alpha）・IPO・hinge は別の値から始まるので ln 2 の線を引かない）"
+    s = loss.dropna()
+    return bool(len(s)) and s.iloc[0] <= LN2 + 0.25
+
+
 # %% ../nbs/04a_history.ipynb #53d422b9
 def _panel(ax, fr:HistoryFrames, title:str, keys, ylabel:str, smooth:float):
     ax.set_title(msg(f'hist.title.{title}'), fontsize=11); ax.set_ylabel(msg(f'hist.y.{ylabel}')); ax.grid(alpha=0.3)
@@ -286,7 +293,7 @@ def _panel(ax, fr:HistoryFrames, title:str, keys, ylabel:str, smooth:float):
     if not n:
         ax.text(0.5, 0.5, msg('hist.absent'), ha='center', va='center', transform=ax.transAxes, color='gray')
         return
-    if cols == ['loss'] and 'kl' not in src: ax.axhline(LN2, ls=':', color='gray', lw=1, label=msg('hist.ln2'))
+    if cols == ['loss'] and 'kl' not in src and _starts_near_ln2(src['loss']): ax.axhline(LN2, ls=':', color='gray', lw=1, label=msg('hist.ln2'))
     if cols == ['rewards/accuracies']: ax.axhline(0.5, ls=':', color='gray', lw=1, label=msg('hist.chance')); ax.set_ylim(-0.05, 1.05)
     if cols == ['rewards/margins']: ax.axhline(0, ls=':', color='gray', lw=1)
     if cols == ['learning_rate']: ax.ticklabel_format(axis='y', style='sci', scilimits=(0, 0))
