@@ -407,12 +407,13 @@ def test_sigint_then_resume(tmp_path, tiny):
     case('concurrent', '実行中のフォルダに二つ目の学習', 1, 'ckpt.locked')
     env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
     out = tmp_path/'run'
-    cmd = [cli_exe('colab-dpo-train'), *map(str, base(tiny, out, steps=400))]
+    long = 100_000   # 信号を送る前に学習が終わらないように（400 ステップでは、速いマシンで二つ目の起動を待つ間に終わることがあった）
+    cmd = [cli_exe('colab-dpo-train'), *map(str, base(tiny, out, steps=long))]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     t0 = time.time()
     while time.time() - t0 < 300 and p.poll() is None and not (out/'checkpoints'/'checkpoint-2'/'trainer_state.json').exists(): time.sleep(0.1)
     assert p.poll() is None, p.communicate()[1][-2000:]
-    code, text = train(*base(tiny, out, steps=400))           # 二つ目は止まる
+    code, text = train(*base(tiny, out, steps=long))          # 二つ目は止まる
     check(code, text, 1, 'ckpt.locked')
     p.send_signal(signal.SIGINT)
     so, se = p.communicate(timeout=120)
