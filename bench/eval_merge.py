@@ -50,7 +50,7 @@ def gen_speed(model, tok, repeat, new=32):
 def merge_errors(device):
     "LoRA の B を縮めて差分の大きさ（|ΔW|/|W|）を変え、bf16・fp16 に足し込んだときの相対誤差と、足し込むかどうか"
     import torch
-    from colab_dpo.evaluation import merged_adapter, _lora_layers
+    from colab_dpo.scoring import merged_adapter, _lora_layers
     rows = []
     for dtype in (torch.bfloat16, torch.float16):
         for scale in (0.1, 0.01, 0.001, 0.0001):

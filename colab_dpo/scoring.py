@@ -15,7 +15,7 @@ from .history import *
 
 # %% auto #0
 __all__ = ['pair_ids', 'eval_batch_size', 'eval_quantization', 'length_batches', 'completion_logps', 'pair_logps',
-           'PreferenceEval', 'preference_eval']
+           'PreferenceEval', 'preference_eval', 'merged_adapter']
 
 # %% ../nbs/04b_scoring.ipynb #7e86d2c7
 def _conv(x) -> bool: return isinstance(x, list) and bool(x) and isinstance(x[0], dict) and 'role' in x[0]
@@ -349,3 +349,74 @@ def preference_eval(model,                   # LoRA アダプター付きのモ�
         pol = completion_logps(model, ch + rj, batch_size, pad, msg('eval.bar_score', side=sa))
     n = len(ch)
     return PreferenceEval(ref[:n], ref[n:], pol[:n], pol[n:], [len(c) for _,c in ch], [len(r) for _,r in rj], float(beta), kept)
+
+# %% ../nbs/04b_scoring.ipynb #e65ee1cb
+register_messages({f'eval.merge_{k}': dict(ja=j, en=e) for k,j,e in [
+    ('ok', '学習後の生成はアダプターを重みに足し込みました（差分の相対誤差 {error:.2%}、控え {mb:.1f} MB を {place} に置き、終わったら元の重みに戻しました）',
+     'after-training answers use the adapter merged into the weights (relative error of the merged difference {error:.2%}; a {mb:.1f} MB copy on {place} restored the original weights afterwards)'),
+    ('precision', '学習後の生成はアダプターを分けたままにしました: {dtype} の重みに足し込むと差分の相対誤差が {error:.1%}（上限 {max:.0%}）で、学習の効果が丸めで失われるため',
+     'after-training answers keep the adapter separate: merged into {dtype} weights the difference would be off by {error:.1%} (limit {max:.0%}), so rounding would lose what training learned'),
+    ('quantized', '学習後の生成はアダプターを分けたままにしました: 基盤の重みが量子化されていて（{dtype}）、足し込むと精度が落ちるため',
+     'after-training answers keep the adapter separate: the base weights are quantized ({dtype}) and merging would lose precision'),
+    ('unsupported', '学習後の生成はアダプターを分けたままにしました: DoRA の層や、ディスクに退避した重みは、足し込んだ差分を確かめられないため',
+     'after-training answers keep the adapter separate: the merged difference of DoRA layers or of weights offloaded to disk cannot be checked'),
+    ('memory', '学習後の生成はアダプターを分けたままにしました: 元の重みの控え {mb:.1f} MB を置く空きがないため',
+     'after-training answers keep the adapter separate: there is no free memory for the {mb:.1f} MB copy of the original weights'),
+    ('line', '[評価] {how}', '[eval] {how}')]})
+
+
+# %% ../nbs/04b_scoring.ipynb #1009bb46
+def _lora_layers(model) -> list:
+    "有効なアダプターを持つ LoRA の層"
+    return [m for m in model.modules() if hasattr(m, 'lora_A') and hasattr(m, 'get_base_layer') and any(a in m.lora_A for a in m.active_adapters)]
+
+
+# %% ../nbs/04b_scoring.ipynb #44175eac
+def _copy_place(need:int, dev, budget_gb:float|None):
+    "元の重みの控えを置く場所: GPU の空きの半分に収まれば同じ GPU、でなければ CPU の空き RAM の半分（budget_gb があればそれ）"
+    import torch, psutil
+    if budget_gb is not None: return 'cpu' if need <= budget_gb*2**30 else None
+    if dev.type == 'cuda' and need <= torch.cuda.mem_get_info(dev)[0]/2: return dev
+    return 'cpu' if need <= psutil.virtual_memory().available/2 else None
+
+
+# %% ../nbs/04b_scoring.ipynb #0cd091ac
+@contextlib.contextmanager
+def merged_adapter(model,                      # LoRA アダプター付きのモデル（PeftModel）
+                   max_error:float=0.05,       # 重みに入った差分と ΔW の相対誤差の上限（超えたら足し込まない）
+                   copy_budget_gb:float|None=None, # 元の重みの控えに使ってよい量（None なら GPU か RAM の空きの半分）
+                  ):                           # with の中で使える dict: merged、code、message、error、mb（控えの大きさ）
+    "with の間だけ LoRA を 16/32bit の重みに足し込む。抜けるとき（例外でも）元の重みを控えから書き戻す"
+    import torch
+    layers = _lora_layers(model); ws = [m.get_base_layer().weight for m in layers]
+    info = dict(merged=False, error=None, mb=sum(w.numel()*w.element_size() for w in ws)/2**20)
+    def say(code, **kw): info.update(code=code, message=msg(code, **{**info, **kw}))
+    dt = next((str(w.dtype).split('.')[-1] for w in ws if type(w) is not torch.nn.Parameter or not w.dtype.is_floating_point or w.element_size() < 2), None)
+    place = None
+    if not layers or dt: say('eval.merge_quantized', dtype=dt or '-')
+    elif any(w.device.type == 'meta' for w in ws) or any(m.use_dora.get(a, False) for m in layers for a in m.active_adapters): say('eval.merge_unsupported')
+    elif (place := _copy_place(int(info['mb']*2**20), ws[0].device, copy_budget_gb)) is None: say('eval.merge_memory')
+    if place is None:
+        yield info; return
+    saved, num, den = [], 0.0, 0.0
+    def restore():
+        with torch.no_grad():
+            for m,w,s in zip(layers, ws, saved):   # 足し込んだ層にはかならず控えがある（控えを取ってから足し込む）
+                if m.merged: m.unmerge()
+                w.copy_(s)
+        saved.clear()   # 2 度目の呼び出し（finally）では何もしない
+    try:
+        with torch.no_grad():
+            for m,w in zip(layers, ws):
+                names = [a for a in m.active_adapters if a in m.lora_A]
+                d, old = sum(m.get_delta_weight(a).float() for a in names), w.detach().clone()
+                saved.append(old.to(place))
+                m.merge(adapter_names=names)
+                num += ((w.float() - old.float()) - d).norm().item()**2; den += d.norm().item()**2
+                del d, old
+        info['error'] = (num/den)**0.5 if den > 0 else 0.0
+        if info['error'] > max_error: restore(); say('eval.merge_precision', dtype=str(ws[0].dtype).split('.')[-1], max=max_error)
+        else: info['merged'] = True; say('eval.merge_ok', place=str(place))
+        yield info
+    finally: restore()
+
