@@ -407,9 +407,12 @@ def test_sigint_then_resume(tmp_path, tiny):
     case('concurrent', '実行中のフォルダに二つ目の学習', 1, 'ckpt.locked')
     env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
     out = tmp_path/'run'
-    long = 100_000   # 信号を送る前に学習が終わらないように（400 ステップでは、速いマシンで二つ目の起動を待つ間に終わることがあった）
+    long = 100_000   # 信号を送る前に学習が終わらないように
     cmd = [cli_exe('colab-dpo-train'), *map(str, base(tiny, out, steps=long))]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # 端末で Ctrl-C を押したときと同じく SIGINT を有効にして起動する（CI がバックグラウンドのシェルから走ると SIGINT が無視の設定で
+    # 引き継がれ、Python は KeyboardInterrupt の処理を入れない）
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while time.time() - t0 < 300 and p.poll() is None and not (out/'checkpoints'/'checkpoint-2'/'trainer_state.json').exists(): time.sleep(0.1)
     assert p.poll() is None, p.communicate()[1][-2000:]
