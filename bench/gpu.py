@@ -10,6 +10,7 @@ Hub には接続しない: 構造は `config.json`（../shared/fixtures/tinyswal
     python bench/gpu.py --phases eval multi oom       # issue 16: 評価（colab-dpo-eval の段階ごとの時間、生成の tokens/s の比、選んだ精度）と複数 GPU
     python bench/gpu.py --smoke                       # CPU で評価と 2 プロセス（gloo）の段階の配線だけを数十秒で確かめる
     python bench/gpu.py --phases tune selftest        # 探索の試行ごとの GPU メモリ（増えないこと）と、自己診断（t4 プロファイル）の時間と判定
+    python bench/gpu.py --phases lr                   # issue 12: 学習率 5e-6 / 5e-5 / 5e-4 の報酬マージンの伸びと、アダプターを 16bit に足し込めるか
 
 評価の段階（--phases eval）: 学習の代わりに乱数で初期化した LoRA アダプターを載せた run フォルダを作り、(1) `colab-dpo-eval` を別プロセスで
 既定のまま走らせて（12 問 × 128 トークンを学習前後、保留 200 組を 1024 トークンで採点）全体と段階ごとの秒数・選んだ精度を読み、
@@ -309,6 +310,51 @@ def _med(rs, k):
     v = [r[k] for r in rs if r.get(k) is not None and not r.get('error')]
     return statistics.median(v) if v else None
 
+def adapter_merge_stats(run_dir:Path) -> dict:
+    "学習したアダプターの |ΔW|/|W| と、fp16・bf16 の基盤に `merged_adapter` で足し込んだときの差分の誤差と選ばれたコード"
+    import gc, torch
+    from colab_dpo.evaluation import base_model_of
+    from colab_dpo.scoring import merged_adapter, _lora_layers
+    from transformers import AutoModelForCausalLM
+    from peft import PeftModel
+    out = {}
+    for dt in (torch.float16, torch.bfloat16):
+        dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+        m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model_of(run_dir), dtype=dt).to(dev), run_dir/'adapter').eval()
+        if 'delta_over_w' not in out:
+            ls = _lora_layers(m)
+            with torch.no_grad():
+                d = sum(m_.get_delta_weight(a).float().norm().item()**2 for m_ in ls for a in m_.active_adapters if a in m_.lora_A)
+                w = sum(m_.get_base_layer().weight.float().norm().item()**2 for m_ in ls)
+            out['delta_over_w'] = (d/w)**0.5
+        with merged_adapter(m) as info: pass
+        out[str(dt).split('.')[-1]] = dict(error=info['error'], merged=info['merged'], code=info['code'])
+        del m; gc.collect()
+        if torch.cuda.is_available(): torch.cuda.empty_cache()
+    return out
+
+def lr_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
+    "issue 12: 1.5B の形（乱数の重み）を T4 レシピで学習率ごとに学習し、ステップごとの報酬マージンの伸びと、できたアダプターを 16bit に足し込めるかを記録する"
+    import gc, torch
+    from colab_dpo.training import DPORecipe, train_dpo
+    data = build_data(model_dir, work/f'lr_data_{a.lr_length}.jsonl', a.lr_length, rows=max(16, 8*a.lr_steps))
+    res = {}
+    for lr in a.lrs:
+        run = work/f'lr_{lr:g}'; shutil.rmtree(run, ignore_errors=True)
+        recipe = DPORecipe.from_profile('t4' if gpu else 'cpu', models=[str(model_dir)], data=str(data), max_steps=a.lr_steps,
+                                        max_length=a.lr_length, max_prompt_length=a.lr_length//2, output_dir=str(run), eval_ratio=0.0,
+                                        save_steps=10**6, resume=None, logging_steps=1, dry_run=False, max_rows=None, learning_rate=lr,
+                                        **(dict(quantization='4bit', precision='fp16') if gpu else dict(quantization=None, precision='fp32')))
+        t = time.perf_counter(); r = train_dpo(recipe); wall = time.perf_counter() - t
+        h = [x for x in r.log_history if 'rewards/margins' in x]
+        res[f'{lr:g}'] = dict(wall_s=wall, steps=len(h), margins=[x['rewards/margins'] for x in h],
+                              accuracies=[x.get('rewards/accuracies') for x in h], logps_chosen=[x.get('logps/chosen') for x in h],
+                              margin_per_step=(h[-1]['rewards/margins'] - h[0]['rewards/margins'])/max(1, len(h) - 1) if h else None,
+                              merge=adapter_merge_stats(run))
+        del r; gc.collect()
+        if gpu: torch.cuda.empty_cache()
+    return res
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--fixture', default=str(ROOT.parent/'shared'/'fixtures'/'tinyswallow_tokenizer'))
@@ -317,8 +363,11 @@ def main():
     ap.add_argument('--variants', nargs='+', default=['plain_fp32fix', *COLAB_VARIANTS],
                     help="'plain'（TRL のドキュメントどおり。fp16 + QLoRA では TRL #4901 で落ちる）、'plain_fp32fix'（その回避策つき）、" + '、'.join(COLAB_VARIANTS))
     ap.add_argument('--tiny', action='store_true'); ap.add_argument('--out', default=None)
-    ap.add_argument('--phases', nargs='+', default=['train'], choices=['train', 'eval', 'multi', 'oom', 'tune', 'selftest'],
-                    help='測る段階（issue 16 の表は eval multi oom。tune は試行ごとの GPU メモリ、selftest は自己診断の時間と判定）')
+    ap.add_argument('--phases', nargs='+', default=['train'], choices=['train', 'eval', 'multi', 'oom', 'tune', 'selftest', 'lr'],
+                    help='測る段階（issue 16 の表は eval multi oom。tune は試行ごとの GPU メモリ、selftest は自己診断の時間と判定、'
+                         'lr は学習率ごとの報酬マージンの伸びと、学習したアダプターを 16bit に足し込めるか）')
+    ap.add_argument('--lrs', type=float, nargs='+', default=[5e-6, 5e-5, 5e-4]); ap.add_argument('--lr-steps', type=int, default=16)
+    ap.add_argument('--lr-length', type=int, default=512)
     ap.add_argument('--cap-gb', type=float, default=3.0, help='oom の段階で 1 プロセスが使える GPU メモリ（GiB）'); ap.add_argument('--oom-worker')
     ap.add_argument('--smoke', action='store_true', help='CPU で評価と 2 プロセスの段階の配線だけを確かめる（--tiny、少ない問題数・トークン数）')
     ap.add_argument('--prompts', type=int, default=12); ap.add_argument('--new-tokens', type=int, default=128)
@@ -339,7 +388,8 @@ def main():
     print(f"model ready in {time.perf_counter()-t:.1f}s: {model}", flush=True)
     results, partial = [], open(out/'gpu_bench_runs.jsonl', 'a')   # 途中で時間切れになっても、測れた回は残る
     gpu, extra = torch.cuda.is_available(), {}
-    for ph, fn in (('eval', eval_phase), ('multi', multi_phase), ('oom', oom_phase), ('tune', tune_phase), ('selftest', selftest_phase)):
+    for ph, fn in (('eval', eval_phase), ('multi', multi_phase), ('oom', oom_phase), ('tune', tune_phase), ('selftest', selftest_phase),
+                   ('lr', lr_phase)):
         if ph not in a.phases: continue
         t = time.perf_counter(); extra[ph] = r = fn(a, model, work, gpu)
         partial.write(json.dumps(dict(phase=ph, **r), default=str) + '\n'); partial.flush()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# 借りた GPU マシン（ネットワークなし）で bench/README.md の GPU の表（issue 16 の評価・OOM、探索の試行ごとのメモリ、GPU での自己診断）を
+# 借りた GPU マシン（ネットワークなし）で bench/README.md の GPU の表（issue 16 の評価・OOM、issue 12 の学習率ごとのマージンの伸びと
+# アダプターの足し込み、GPU での自己診断、探索の試行ごとのメモリ）を
 # 1 回の実行で埋める。段階ごとに残り時間で打ち切るので、時間切れでもそれまでの結果は OUT_DIR/gpu_bench_runs.jsonl に残る。
 #
 #   bash bench/gpu_lent.sh OUT_DIR [FIXTURE_DIR] [DEADLINE_S]
@@ -39,6 +40,7 @@ phase() {  # phase CAP_S ARGS...: 残り時間と CAP_S の小さい方で gpu.p
 }
 phase 240 --phases eval multi --lengths 1024 --steps 3
 phase 200 --phases oom --lengths 1024 --steps 3
-phase 120 --phases tune
+phase 150 --phases lr
 phase 150 --phases selftest
+phase 120 --phases tune
 echo "total ${SECONDS}s"
