@@ -175,18 +175,19 @@ def eval_phase(a, model_dir:Path, work:Path, gpu:bool) -> dict:
         r['precision'] = (j.get('load') or {}).get('message'); r['merge'] = j['generations']['summary'].get('merge')
     r['cli_stdout'] = p.stdout[-3000:]   # 段階の行（準備・読み込み・採点・生成・レポート・合計）
     prompts = load_prompt_set('ja', n=a.prompts)
-    for name, q, bs, side in (('old_4bit_batch4', '4bit' if gpu else None, 4, 'off'), ('new_default', 'auto', None, 'off'),
-                              ('after_separate', 'auto', None, 'on'), ('after_merged', 'auto', None, 'merged')):
+    for q, bs, sides in (('4bit' if gpu else None, 4, [('old_4bit_batch4', 'off')]),   # 読み込みは精度ごとに 1 回
+                         ('auto', None, [('new_default', 'off'), ('after_separate', 'on'), ('after_merged', 'merged')])):
         model, tok, card = load_run(run, q)
         ids = [prompt_ids(tok, x) for x in prompts]
-        if gpu: torch.cuda.synchronize()
-        t = time.perf_counter()
-        ctx = model.disable_adapter() if side == 'off' else merged_adapter(model) if side == 'merged' else contextlib.nullcontext()
-        with ctx as info: out = generate_answers(model, tok, ids, a.new_tokens, bs)
-        if side == 'merged': r['after_merge_code'] = info['code']
-        if gpu: torch.cuda.synchronize()
-        dt = time.perf_counter() - t
-        r[name] = dict(gen_s=dt, new_tokens=sum(map(len, out)), tokens_per_s=sum(map(len, out))/dt, load=card['eval_load'].get('code'))
+        for name, side in sides:
+            if gpu: torch.cuda.synchronize()
+            t = time.perf_counter()
+            ctx = model.disable_adapter() if side == 'off' else merged_adapter(model) if side == 'merged' else contextlib.nullcontext()
+            with ctx as info: out = generate_answers(model, tok, ids, a.new_tokens, bs)
+            if side == 'merged': r['after_merge_code'] = info['code']
+            if gpu: torch.cuda.synchronize()
+            dt = time.perf_counter() - t
+            r[name] = dict(gen_s=dt, new_tokens=sum(map(len, out)), tokens_per_s=sum(map(len, out))/dt, load=card['eval_load'].get('code'))
         del model, out; gc.collect()
         if gpu: torch.cuda.empty_cache()
     r['gen_speed_ratio'] = r['new_default']['tokens_per_s'] / r['old_4bit_batch4']['tokens_per_s']
@@ -311,24 +312,17 @@ def _med(rs, k):
     return statistics.median(v) if v else None
 
 def adapter_merge_stats(run_dir:Path) -> dict:
-    "学習したアダプターの |ΔW|/|W| と、fp16・bf16 の基盤に `merged_adapter` で足し込んだときの差分の誤差と選ばれたコード"
+    "学習したアダプターを fp16・bf16 の基盤に `merged_adapter` で足し込んだときの ‖ΔW‖/‖W‖、差分の誤差、選ばれたコード"
     import gc, torch
     from colab_dpo.evaluation import base_model_of
-    from colab_dpo.scoring import merged_adapter, _lora_layers
+    from colab_dpo.scoring import merged_adapter
     from transformers import AutoModelForCausalLM
     from peft import PeftModel
-    out = {}
+    out, dev = {}, 'cuda' if torch.cuda.is_available() else 'cpu'
     for dt in (torch.float16, torch.bfloat16):
-        dev = 'cuda' if torch.cuda.is_available() else 'cpu'
         m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model_of(run_dir), dtype=dt).to(dev), run_dir/'adapter').eval()
-        if 'delta_over_w' not in out:
-            ls = _lora_layers(m)
-            with torch.no_grad():
-                d = sum(m_.get_delta_weight(a).float().norm().item()**2 for m_ in ls for a in m_.active_adapters if a in m_.lora_A)
-                w = sum(m_.get_base_layer().weight.float().norm().item()**2 for m_ in ls)
-            out['delta_over_w'] = (d/w)**0.5
         with merged_adapter(m) as info: pass
-        out[str(dt).split('.')[-1]] = dict(error=info['error'], merged=info['merged'], code=info['code'])
+        out[str(dt).split('.')[-1]] = {k: info[k] for k in ('delta_over_w', 'error', 'merged', 'code')}
         del m; gc.collect()
         if torch.cuda.is_available(): torch.cuda.empty_cache()
     return out

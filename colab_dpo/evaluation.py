@@ -163,7 +163,7 @@ class GenerationComparison:
     beta:float=0.1        # 暗黙の報酬の β
     max_new_tokens:int=128 # 生成の最大トークン数
     do_sample:bool=False  # サンプリングしたか（False なら貪欲法）
-    merge:dict|None=None  # 学習後の生成でアダプターを重みに足し込んだか（merged、code、error。merged_adapter の結果）
+    merge:dict|None=None  # 学習後の生成でアダプターを重みに足し込んだか（merged、code、error、delta_over_w。merged_adapter の結果）
 
     def __repr__(self):
         s = self.summary
@@ -227,7 +227,7 @@ def compare_generations(model,                  # LoRA アダプター付きの�
     rows = [dict(prompt=_prompt_text(p), before=_answer_stats(_decode(tok, b), b, rw[i]), after=_answer_stats(_decode(tok, a), a, rw[n+i]))
             for i,(p,b,a) in enumerate(zip(prompts, before, after))]
     return GenerationComparison(rows, float(beta), max_new_tokens, bool(gen_kw.get('do_sample', False)),
-                                {k: merge.get(k) for k in ('merged', 'code', 'error', 'message')})
+                                {k: merge.get(k) for k in ('merged', 'code', 'error', 'delta_over_w', 'message')})
 
 # %% ../nbs/04_eval.ipynb #2a4c66ca
 JA_PROMPTS = [

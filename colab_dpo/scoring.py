@@ -354,8 +354,8 @@ def preference_eval(model,                   # LoRA アダプター付きのモ�
 register_messages({f'eval.merge_{k}': dict(ja=j, en=e) for k,j,e in [
     ('ok', '学習後の生成はアダプターを重みに足し込みました（差分の相対誤差 {error:.2%}、控え {mb:.1f} MB を {place} に置き、終わったら元の重みに戻しました）',
      'after-training answers use the adapter merged into the weights (relative error of the merged difference {error:.2%}; a {mb:.1f} MB copy on {place} restored the original weights afterwards)'),
-    ('precision', '学習後の生成はアダプターを分けたままにしました: {dtype} の重みに足し込むと差分の相対誤差が {error:.1%}（上限 {max:.0%}）で、学習の効果が丸めで失われるため',
-     'after-training answers keep the adapter separate: merged into {dtype} weights the difference would be off by {error:.1%} (limit {max:.0%}), so rounding would lose what training learned'),
+    ('precision', '学習後の生成はアダプターを分けたままにしました: 差分は重みの {delta_over_w:.2%} と小さく、{dtype} の重みに足し込むと相対誤差が {error:.1%}（上限 {max:.0%}）で、学習の効果が丸めで失われるため',
+     'after-training answers keep the adapter separate: the difference is only {delta_over_w:.2%} of the weights, and merged into {dtype} weights it would be off by {error:.1%} (limit {max:.0%}), so rounding would lose what training learned'),
     ('quantized', '学習後の生成はアダプターを分けたままにしました: 基盤の重みが量子化されていて（{dtype}）、足し込むと精度が落ちるため',
      'after-training answers keep the adapter separate: the base weights are quantized ({dtype}) and merging would lose precision'),
     ('unsupported', '学習後の生成はアダプターを分けたままにしました: DoRA の層や、ディスクに退避した重みは、足し込んだ差分を確かめられないため',
@@ -385,11 +385,11 @@ def _copy_place(need:int, dev, budget_gb:float|None):
 def merged_adapter(model,                      # LoRA アダプター付きのモデル（PeftModel）
                    max_error:float=0.05,       # 重みに入った差分と ΔW の相対誤差の上限（超えたら足し込まない）
                    copy_budget_gb:float|None=None, # 元の重みの控えに使ってよい量（None なら GPU か RAM の空きの半分）
-                  ):                           # with の中で使える dict: merged、code、message、error、mb（控えの大きさ）
+                  ):                           # with の中で使える dict: merged、code、message、error、delta_over_w（‖ΔW‖/‖W‖）、mb（控えの大きさ）
     "with の間だけ LoRA を 16/32bit の重みに足し込む。抜けるとき（例外でも）元の重みを控えから書き戻す"
     import torch
     layers = _lora_layers(model); ws = [m.get_base_layer().weight for m in layers]
-    info = dict(merged=False, error=None, mb=sum(w.numel()*w.element_size() for w in ws)/2**20)
+    info = dict(merged=False, error=None, delta_over_w=None, mb=sum(w.numel()*w.element_size() for w in ws)/2**20)
     def say(code, **kw): info.update(code=code, message=msg(code, **{**info, **kw}))
     dt = next((str(w.dtype).split('.')[-1] for w in ws if type(w) is not torch.nn.Parameter or not w.dtype.is_floating_point or w.element_size() < 2), None)
     place = None
@@ -398,7 +398,7 @@ def merged_adapter(model,                      # LoRA アダプター付きの�
     elif (place := _copy_place(int(info['mb']*2**20), ws[0].device, copy_budget_gb)) is None: say('eval.merge_memory')
     if place is None:
         yield info; return
-    saved, num, den = [], 0.0, 0.0
+    saved, num, den, wn = [], 0.0, 0.0, 0.0
     def restore():
         with torch.no_grad():
             for m,w,s in zip(layers, ws, saved):   # 足し込んだ層にはかならず控えがある（控えを取ってから足し込む）
@@ -412,9 +412,9 @@ def merged_adapter(model,                      # LoRA アダプター付きの�
                 d, old = sum(m.get_delta_weight(a).float() for a in names), w.detach().clone()
                 saved.append(old.to(place))
                 m.merge(adapter_names=names)
-                num += ((w.float() - old.float()) - d).norm().item()**2; den += d.norm().item()**2
+                num += ((w.float() - old.float()) - d).norm().item()**2; den += d.norm().item()**2; wn += old.float().norm().item()**2
                 del d, old
-        info['error'] = (num/den)**0.5 if den > 0 else 0.0
+        info['error'], info['delta_over_w'] = (num/den)**0.5 if den > 0 else 0.0, (den/wn)**0.5 if wn > 0 else 0.0
         if info['error'] > max_error: restore(); say('eval.merge_precision', dtype=str(ws[0].dtype).split('.')[-1], max=max_error)
         else: info['merged'] = True; say('eval.merge_ok', place=str(place))
         yield info
