@@ -581,6 +581,69 @@ def load_sample(kind:str='standard', # 'standard'（標準形式）か 'conversa
     if not p.exists(): raise DataFormatError('data.sample_missing', file=str(p), path=str(p))
     return load_preferences(p, **kwargs)
 
+# %% ../nbs/02_data.ipynb #d7463e76
+register_messages({
+ 'data.export_exists': dict(ja='"{path}" はもうあります。置き換えるなら --overwrite（Python では overwrite=True）を付けるか、別の名前にしてください',
+                            en='"{path}" already exists. Pass --overwrite (overwrite=True in Python) to replace it, or choose another name'),
+ 'data.export_same_path': dict(ja='学習用と評価用の書き出し先が同じ "{path}" です。別々のファイルにしてください',
+                               en='The train and eval exports both point to "{path}". Use two different files'),
+ 'data.export_is_dir': dict(ja='"{path}" はフォルダーです。書き出し先にはファイルのパス（例: {path}/pairs.jsonl）を渡してください',
+                            en='"{path}" is a folder. Give a file path to write to (e.g. {path}/pairs.jsonl)'),
+})
+
+# %% ../nbs/02_data.ipynb #12f4cd4b
+_X = dict(done=('書き出しました: {files}{skipped}', 'Wrote {files}{skipped}'),
+          rows=('{path}（{n} 行）', '{path} ({n} rows)'), train=('{path}（学習 {n} 行）', '{path} (train: {n} rows)'),
+          eval=('{path}（評価 {n} 行）', '{path} (eval: {n} rows)'),
+          skipped=('。検査で除いた {n} 行は書き出していません', '. The {n} rows the check dropped were not written'),
+          strict=('--strict で問題が見つかったので、何も書き出していません', 'Nothing was written: --strict found problems'),
+          needs=('--export と一緒に使ってください', 'use it together with --export'))
+register_messages({f'data.export.{k}': dict(ja=j, en=e) for k,(j,e) in _X.items()})
+
+# %% ../nbs/02_data.ipynb #67a27c01
+def _export_targets(path, eval_path=None, overwrite:bool=False) -> list[Path]:
+    "書き出し先を、何か書く前にまとめて確かめる（同じファイル・フォルダー・既にあるファイル）"
+    ps = [Path(os.path.expanduser(str(p))) for p in (path, eval_path) if p is not None]
+    if len(ps) == 2 and ps[0].resolve() == ps[1].resolve(): raise ConfigError('data.export_same_path', path=str(ps[1]))
+    for p in ps:
+        if p.is_dir(): raise ConfigError('data.export_is_dir', path=str(p))
+        if p.exists() and not overwrite: raise ConfigError('data.export_exists', path=str(p))
+    return ps
+
+# %% ../nbs/02_data.ipynb #d1b0d843
+def _write_jsonl(ds, path:Path) -> int:
+    "`Dataset` の行を UTF-8 の JSONL に書き、行数を返す（一時ファイルに書いてから置き換える）"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')   # 同じフォルダー: os.replace が一度に置き換えられる
+    try:
+        with open(tmp, 'w', encoding='utf-8', newline='\n') as f:
+            for b in ds.iter(batch_size=4096): f.writelines(json.dumps(dict(zip(b, v)), ensure_ascii=False) + '\n' for v in zip(*b.values()))
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+    return len(ds)
+
+# %% ../nbs/02_data.ipynb #45fdc1e5
+@patch
+def to_jsonl(self:PreferenceData, path:str|Path, # 書き出すファイル（eval_path があれば学習用）
+             eval_path:str|Path|None=None,        # 評価用を書き出すファイル（None なら分けずに全部を path へ）
+             eval_ratio:float=0.1,                # 評価用の割合（eval_path があるときだけ使う）
+             seed:int=42,                         # 分け方の乱数の種
+             overwrite:bool=False                 # 既にあるファイルを置き換えるか
+            ) -> dict:                            # path・rows・eval_path・eval_rows・skipped（検査で除いて書かなかった行の数）
+    "検査済みの行を、そろえた列のまま UTF-8 の JSONL に書き出す（評価用に分けることもできる）"
+    ps = _export_targets(path, eval_path, overwrite)
+    parts = split_train_eval(self, eval_ratio, seed) if len(ps) == 2 else (self.dataset,)
+    n,ev = [_write_jsonl(ds, p) for ds,p in zip(parts, ps)], len(ps) == 2
+    return dict(path=str(ps[0]), rows=n[0], eval_path=str(ps[1]) if ev else None, eval_rows=n[1] if ev else 0,
+                skipped=self.report['rows_total'] - self.report['rows_valid'])
+
+# %% ../nbs/02_data.ipynb #9313ab11
+def _export_line(r:dict) -> str:
+    "`to_jsonl` の結果を 1 行で（CLI とノートブックの表示）"
+    files = ([msg('data.export.train', path=r['path'], n=r['rows']), msg('data.export.eval', path=r['eval_path'], n=r['eval_rows'])] if r['eval_path']
+             else [msg('data.export.rows', path=r['path'], n=r['rows'])])
+    return msg('data.export.done', files=msg('core.ctx_sep').join(files), skipped=msg('data.export.skipped', n=r['skipped']) if r['skipped'] else '')
+
 # %% ../nbs/02_data.ipynb #24ff8601
 _PROMPT_KEYS = ('turns', 'input_text', 'prompt', 'question', 'instruction', 'query', 'input', 'text', 'conversations', 'messages')
 
@@ -647,12 +710,15 @@ def _jsonable(o):
     return o.item() if hasattr(o, 'item') else str(o)
 
 # %% ../nbs/02_data.ipynb #0606f499
-def check_data(path:str, *, tokenizer=None, max_length=None, format=None, mapping=None, split='train', as_json=False, strict=False, max_rows=None, seed=0) -> int:
+def check_data(path:str, *, tokenizer=None, max_length=None, format=None, mapping=None, split='train', as_json=False, strict=False, max_rows=None, seed=0,
+               export=None, eval_export=None, eval_ratio=0.1, overwrite=False) -> int:
     "`colab-dpo-check-data` の本体: 検査して結果を表示し、終了コードを返す"
     p = str(path)
     if not Path(os.path.expanduser(p)).exists() and (not _HUB_ID.match(p) or _kind_of(p)): raise ConfigError('data.file_not_found', arg='path', path=p)
     if tokenizer and not Path(os.path.expanduser(str(tokenizer))).exists() and not _HUB_ID.match(str(tokenizer)):
         raise ConfigError('data.file_not_found', arg='--tokenizer', path=str(tokenizer))
+    if eval_export and not export: raise ConfigError('data.bad_argument', arg='--eval-export', value=repr(eval_export), hint=msg('data.export.needs'))
+    if export: _export_targets(export, eval_export, overwrite)   # 読む前に: 既にある書き出し先で長い検査を無駄にしない
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', ColabDPOWarning)
         try: data = load_preferences(p, tokenizer=tokenizer, max_length=max_length, format=format, mapping=_parse_mapping(mapping), split=split, max_rows=max_rows, seed=seed)
@@ -660,13 +726,16 @@ def check_data(path:str, *, tokenizer=None, max_length=None, format=None, mappin
             rep = getattr(e, 'report', None)
             if as_json:
                 d = dict(rows_total=rep['rows_total'] if rep else 0, rows_valid=0, format=rep['format'] if rep else None,
-                         issues=rep['issues'] if rep else [], stats={}, error=e.to_dict())
+                         issues=rep['issues'] if rep else [], stats={}, error=e.to_dict(), **(dict(export=None) if export else {}))
                 print(json.dumps(_jsonable(d), ensure_ascii=False)); return 1
             for i in (rep['issues'] if rep else [])[:50]: print(f"[{i['code']}] {i['message']}")
             raise
-    if as_json: print(json.dumps(_jsonable(dict(data.report)), ensure_ascii=False))
-    else: print(data.summary(max_issues=50))
-    return 1 if strict and data.report['issues'] else 0
+    rc = 1 if strict and data.report['issues'] else 0
+    if not as_json: print(data.summary(max_issues=50))
+    res = data.to_jsonl(export, eval_export, eval_ratio, overwrite=overwrite) if export and rc == 0 else None
+    if as_json: print(json.dumps(_jsonable(dict(data.report) | (dict(export=res) if export else {})), ensure_ascii=False))
+    elif export: print(_export_line(res) if res else msg('data.export.strict'))
+    return rc
 
 # %% ../nbs/02_data.ipynb #3fc33220
 @cli
@@ -679,13 +748,18 @@ def check_data_cli(path:str,             # 検査するファイル・フォル�
                    json:bool=False,      # 結果を JSON 1 つで出す
                    strict:bool=False,    # 問題が 1 つでもあれば終了コード 1
                    max_rows:int=None,    # 調べる行数の上限（乱数の種つきの抜き取り。Hub の大きなデータは流し読み）
-                   seed:int=0):          # 抜き取りの乱数の種
-    "選好データを 1 行ずつ検査し、問題と直し方・統計を示す（終了コード: 0 使える / 1 使えない・--strict で問題あり / 2 使い方の誤り）"
-    return check_data(path, tokenizer=tokenizer, max_length=max_length, format=format, mapping=mapping, split=split, as_json=json, strict=strict, max_rows=max_rows, seed=seed)
+                   seed:int=0,           # 抜き取りの乱数の種
+                   export:str=None,      # 検査を通った行を書き出す JSONL（TRL のスクリプトや複数 GPU の学習に渡す）
+                   eval_export:str=None, # 評価用に分けた行を書き出す JSONL（--export と一緒に）
+                   eval_ratio:float=0.1, # --eval-export に回す割合（同じ prompt は同じ側）
+                   overwrite:bool=False):# 既にある書き出し先を置き換える
+    "選好データを 1 行ずつ検査し、問題と直し方・統計を示す。--export で検査済みの行を書き出す（終了コード: 0 使える / 1 使えない・--strict で問題あり / 2 使い方の誤り）"
+    return check_data(path, tokenizer=tokenizer, max_length=max_length, format=format, mapping=mapping, split=split, as_json=json, strict=strict, max_rows=max_rows, seed=seed,
+                      export=export, eval_export=eval_export, eval_ratio=eval_ratio, overwrite=overwrite)
 
 # %% ../nbs/02_data.ipynb #ee74d4a1
 register_cli_help(check_data_cli, en={
-    '': 'Check preference data row by row and show problems, fixes and statistics (exit code: 0 usable / 1 unusable, or problems with --strict / 2 usage error)',
+    '': 'Check preference data row by row and show problems, fixes and statistics; --export writes the checked rows (exit code: 0 usable / 1 unusable, or problems with --strict / 2 usage error)',
     'path': 'file or folder to check (or a Hugging Face dataset name)',
     'tokenizer': 'tokenizer folder (or name) used to count tokens',
     'max_length': 'training max_length (checks the share truncated and prompts that are too long)',
@@ -696,4 +770,8 @@ register_cli_help(check_data_cli, en={
     'strict': 'exit code 1 if there is any problem',
     'max_rows': 'maximum number of rows to check (seeded sample; large Hub datasets are streamed)',
     'seed': 'random seed of the sample',
+    'export': 'JSONL file to write the rows that passed the check to (for TRL scripts or multi-GPU training)',
+    'eval_export': 'JSONL file for the rows split off for evaluation (with --export)',
+    'eval_ratio': 'share of rows for --eval-export (rows with the same prompt stay on one side)',
+    'overwrite': 'replace export files that already exist',
 })

@@ -19,8 +19,8 @@ from .scoring import (_bar, _chat_ids, _choice, _conv, _device, _eval_mode, _has
 
 # %% auto #0
 __all__ = ['JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'MIN_PAIRS', 'ja_ratio', 'distinct_n', 'prompt_ids', 'generate_answers',
-           'GenerationComparison', 'compare_generations', 'load_prompt_set', 'read_run_card', 'base_model_of',
-           'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p', 'pairs_needed',
+           'GenerationComparison', 'compare_generations', 'load_prompt_set', 'read_run_card', 'adapter_dir',
+           'base_model_of', 'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p', 'pairs_needed',
            'change_pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health', 'EvalReport',
            'evaluate_run', 'eval_cli']
 
@@ -289,6 +289,14 @@ def _card(card:dict, key:str, default=None):
         if isinstance(d, dict) and d.get(key) is not None: return d[key]
     return default
 
+# %% ../nbs/04_eval.ipynb #94035cfa
+def adapter_dir(run_dir:str|Path # run フォルダ、またはアダプターが直下にある学習の出力フォルダ
+               ) -> Path|None:   # adapter_config.json のあるフォルダ（無ければ None）
+    "run フォルダのアダプターの場所: colab-dpo-train の `adapter/`、無ければ直下（`trl dpo` や FSDP・ZeRO の学習の出力）"
+    run = Path(run_dir)
+    return next((d for d in (run/'adapter', run) if (d/'adapter_config.json').is_file()), None)
+
+
 # %% ../nbs/04_eval.ipynb #867fd6de
 def base_model_of(run_dir:str|Path, # run フォルダ
                   card:dict|None=None, # 読み込み済みの run_card（None なら読む）
@@ -299,8 +307,8 @@ def base_model_of(run_dir:str|Path, # run フォルダ
         v = card.get(k)
         if isinstance(v, dict): v = v.get('source') or v.get('model_id') or v.get('name_or_path')
         if isinstance(v, str) and v: return v
-    ac = Path(run_dir)/'adapter'/'adapter_config.json'
-    if ac.is_file() and (v := json.loads(ac.read_text(encoding='utf-8')).get('base_model_name_or_path')): return v
+    ad = adapter_dir(run_dir)
+    if ad and (v := json.loads((ad/'adapter_config.json').read_text(encoding='utf-8')).get('base_model_name_or_path')): return v
     raise ModelLoadError('eval.no_base_model', file=str(Path(run_dir)/'run_card.json'))
 
 # %% ../nbs/04_eval.ipynb #6032672b
@@ -324,8 +332,8 @@ def load_run(run_dir:str|Path,                 # run フォルダ
              quantization:str|None='auto',     # 'auto'（GPU で 16bit が収まれば 16bit、でなければ run_card の量子化。CPU なら None）、'4bit'、'8bit'、None
             ) -> tuple:                        # (PeftModel, トークナイザー, run_card。run_card['eval_load'] に読んだ精度と理由)
     "run フォルダから、基盤モデル 1 つにアダプターを載せて読み込む（参照はアダプター無効の同じモデル）"
-    run = Path(run_dir); ad = run/'adapter'
-    if not (ad/'adapter_config.json').is_file(): raise ModelLoadError('eval.no_run', run_dir=str(run), what='adapter/adapter_config.json', file=str(ad))
+    run = Path(run_dir); ad = adapter_dir(run)
+    if ad is None: raise ModelLoadError('eval.no_run', run_dir=str(run), what='adapter/adapter_config.json', file=str(run/'adapter'))
     card = read_run_card(run); base = base_model_of(run, card)
     with _phase('eval.phase_load') as info:   # transformers・peft の import、torch・CUDA の初期化、精度の決定から測る
         from transformers import AutoTokenizer
@@ -411,10 +419,14 @@ def change_pairs_needed(worse:int, # 学習で不正解になったペアの数
     while m <= cap and mcnemar_p(round(worse*m/n), round(better*m/n)) >= 0.05: m = m + max(1, m//8)
     return m if m <= cap else None
 
+# %% ../nbs/04_eval.ipynb #a7d3c1e9
+MIN_PAIRS = 10  # これより少ない保留データでは、効果がない・逆効果とも言わない
+
 # %% ../nbs/04_eval.ipynb #e9d4dfee
 def _needed(acc:float, worse:int, better:int, n:int) -> int|None:
-    "判断に要るペア数: 報酬の正解率の区間と、学習前後の変化の検定の両方を満たす数（大きい方）"
+    "判断に要るペア数: 報酬の正解率の区間と、学習前後の変化の検定の両方を満たす数（大きい方）。変化が chosen の方へ向いていなければ、十分なペアがあるときは None（増やしても決まらない）"
     a, c = pairs_needed(max(acc, 0.6)), change_pairs_needed(worse, better, n)
+    if c is None and n >= MIN_PAIRS: return None
     return max(x for x in (a, c) if x) if (a or c) else None
 
 # %% ../nbs/04_eval.ipynb #d4f2a1b3
@@ -422,17 +434,17 @@ def _wins(a, b) -> list[float]: return [1.0 if x > y else 0.5 if x == y else 0.0
 
 # %% ../nbs/04_eval.ipynb #033017f1
 def preference_stats(pref:PreferenceEval, # preference_eval の結果
-                    ) -> dict: # n、logp_accuracy_before/after（と _ci）、reward_accuracy（と _ci）、margin_mean、change_p_value、pairs_needed
+                    ) -> dict: # n、logp_accuracy_before/after（と _ci）、reward_accuracy（と _ci）、margin_mean、change_p_value、logp_better/worse、pairs_needed
     "保留データの選好の評価を、区間と検定つきの固定のキーにまとめる"
     per = lambda c, r: _wins([x/n for x,n in zip(c, pref.chosen_tokens)], [x/n for x,n in zip(r, pref.rejected_tokens)])
     b, a, w = per(pref.ref_chosen, pref.ref_rejected), per(pref.pol_chosen, pref.pol_rejected), _wins(pref.rewards_chosen, pref.rewards_rejected)
-    n, worse, better = len(w), sum(x > y for x,y in zip(b, a)), sum(x < y for x,y in zip(b, a))
+    n, worse, better = len(w), sum(x > y for x,y in zip(b, a)), sum(x < y for x,y in zip(b, a))   # 学習で選好が変わったペア
     ra = sum(w)/n if n else float('nan')
     return dict(n=n, logp_accuracy_before=_mean(b), logp_accuracy_before_ci=list(wilson(sum(b), n)),
                 logp_accuracy_after=_mean(a), logp_accuracy_after_ci=list(wilson(sum(a), n)),
                 reward_accuracy=ra, reward_accuracy_ci=list(wilson(sum(w), n)),
                 margin_mean=_mean([x - y for x,y in zip(pref.rewards_chosen, pref.rewards_rejected)]),
-                change_p_value=mcnemar_p(worse, better),
+                change_p_value=mcnemar_p(worse, better), logp_better=better, logp_worse=worse,
                 pairs_needed=_needed(ra, worse, better, n) if n else None, beta=pref.beta)
 
 # %% ../nbs/04_eval.ipynb #78c0226a
@@ -441,8 +453,13 @@ register_messages({
         ja='DPO は効いています: 保留データ {n} 組で、暗黙の報酬の正解率 {acc:.0%}（95% 区間 {lo:.0%}–{hi:.0%}）、平均マージン {margin:+.3f}。1 トークンあたりの log-prob で chosen を選ぶ割合は {before:.0%} → {after:.0%}（変化の p = {p:.2g}）',
         en='DPO helped: on {n} held-out pairs the implicit-reward accuracy is {acc:.0%} (95% interval {lo:.0%}–{hi:.0%}), mean margin {margin:+.3f}; per-token log-prob preference for chosen {before:.0%} → {after:.0%} (change p = {p:.2g})'),
     'eval.verdict_inconclusive': dict(
-        ja='まだ分かりません: 保留データ {n} 組では、暗黙の報酬の正解率 {acc:.0%}（95% 区間 {lo:.0%}–{hi:.0%}）、1 トークンあたりの log-prob の選好 {before:.0%} → {after:.0%}（変化の p = {p:.2g}）で、偶然と区別できません。正解率が {target:.0%} なら約 {needed} 組の保留データで判断できます',
-        en='Inconclusive: with {n} held-out pairs the implicit-reward accuracy is {acc:.0%} (95% interval {lo:.0%}–{hi:.0%}) and the per-token log-prob preference {before:.0%} → {after:.0%} (change p = {p:.2g}): not distinguishable from chance. At {target:.0%} accuracy about {needed} held-out pairs would decide it'),
+        ja='まだ分かりません: 保留データ {n} 組では、暗黙の報酬の正解率 {acc:.0%}（95% 区間 {lo:.0%}–{hi:.0%}）、1 トークンあたりの log-prob の選好 {before:.0%} → {after:.0%}（変化の p = {p:.2g}）で、偶然と区別できません。{hint}',
+        en='Inconclusive: with {n} held-out pairs the implicit-reward accuracy is {acc:.0%} (95% interval {lo:.0%}–{hi:.0%}) and the per-token log-prob preference {before:.0%} → {after:.0%} (change p = {p:.2g}): not distinguishable from chance. {hint}'),
+    'eval.hint_more_pairs': dict(ja='正解率が {target:.0%} なら約 {needed} 組の保留データで判断できます',
+                                 en='At {target:.0%} accuracy about {needed} held-out pairs would decide it'),
+    'eval.hint_train_more': dict(
+        ja='学習の前後で log-prob の選好が変わったペアは chosen の方へ {better} 組、rejected の方へ {worse} 組だけで、保留データを増やしても決まりません。ステップ数か学習率を上げて学習し直してください',
+        en='Only {better} pair(s) moved towards chosen and {worse} towards rejected in log-prob preference, so more held-out pairs will not decide it. Train again with more steps or a higher learning rate'),
     'eval.verdict_no_effect': dict(
         ja='効果は見られません: 保留データ {n} 組で、暗黙の報酬の正解率 {acc:.0%}（95% 区間 {lo:.0%}–{hi:.0%}）、1 トークンあたりの log-prob の選好 {before:.0%} → {after:.0%}（変化の p = {p:.2g}）。学習率・ステップ数・β・データ（chosen と rejected の向き）を見直してください',
         en='No effect: on {n} held-out pairs the implicit-reward accuracy is {acc:.0%} (95% interval {lo:.0%}–{hi:.0%}), per-token log-prob preference {before:.0%} → {after:.0%} (change p = {p:.2g}). Review the learning rate, steps, beta and the data (chosen/rejected orientation)'),
@@ -469,9 +486,6 @@ register_messages({
                                  en='Only {n} training log(s): too few to judge the run health (train with a smaller logging_steps)'),
 })
 
-# %% ../nbs/04_eval.ipynb #a7d3c1e9
-MIN_PAIRS = 10  # これより少ない保留データでは、効果がない・逆効果とも言わない
-
 # %% ../nbs/04_eval.ipynb #adf23a0c
 def _verdict_code(ps:dict) -> str:
     lo, hi = ps['reward_accuracy_ci']
@@ -491,8 +505,10 @@ def verdict(pref:PreferenceEval|None=None,        # preference_eval の結果
         ps = preference_stats(pref); code = _verdict_code(ps)
         lo, hi = ps['reward_accuracy_ci']; target = max(ps['reward_accuracy'], 0.6)
         kw = dict(n=ps['n'], acc=ps['reward_accuracy'], lo=lo, hi=hi, margin=ps['margin_mean'], before=ps['logp_accuracy_before'],
-                  after=ps['logp_accuracy_after'], p=ps['change_p_value'], target=target, needed=ps['pairs_needed'] or '?')
-        return code, msg(code, **kw)
+                  after=ps['logp_accuracy_after'], p=ps['change_p_value'])
+        hint = (msg('eval.hint_more_pairs', target=target, needed=ps['pairs_needed']) if ps['pairs_needed']
+                else msg('eval.hint_train_more', better=ps['logp_better'], worse=ps['logp_worse']))
+        return code, msg(code, hint=hint, **kw)
     if gens is not None and gens.rows:
         s = gens.summary
         kw = dict(after=s['after']['reward'], before=s['before']['reward'], changed=s['changed'])
@@ -555,7 +571,7 @@ class EvalReport:
 # %% ../nbs/04_eval.ipynb #fb941e16
 def _base_name(run:Path, card:dict, model) -> str:
     "レポートに書く基盤モデルの名前（run フォルダにアダプターがなければ、渡されたモデルのアダプター設定から）"
-    if card or (run/'adapter'/'adapter_config.json').is_file(): return base_model_of(run, card)
+    if card or adapter_dir(run): return base_model_of(run, card)
     c = next(iter(getattr(model, 'peft_config', {}).values()), None)
     return getattr(c, 'base_model_name_or_path', None) or '?'
 
@@ -650,7 +666,7 @@ register_messages({'eval.summary': dict(ja='効果: {verdict}\n健全性: {healt
 
 # %% ../nbs/04_eval.ipynb #a1fd9d63
 @cli
-def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）。無ければ eval.missing_run_dir
+def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）か `trl dpo` の出力フォルダ。無ければ eval.missing_run_dir
              prompts:str=None,        # プロンプト集: 'ja'（既定）、'elyza'、'mt-bench'、またはファイル（.txt/.jsonl/.json/.csv）
              data:str=None,           # 保留の選好データ（JSONL など。無ければ run_card の eval_data）
              max_new_tokens:int=128,  # 回答の最大トークン数
@@ -676,7 +692,7 @@ def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォ�
 # %% ../nbs/04_eval.ipynb #c5194f20
 register_cli_help(eval_cli, en={
     '': 'Evaluate a run folder and write the report (eval/report.md, report.json, PNG)',
-    'run_dir': 'required: the output folder of colab-dpo-train (adapter/, run_card.json, log_history.json); without it, eval.missing_run_dir',
+    'run_dir': 'required: the output folder of colab-dpo-train (adapter/, run_card.json, log_history.json) or of `trl dpo`; without it, eval.missing_run_dir',
     'prompts': "prompt set: 'ja' (default), 'elyza', 'mt-bench', or a file (.txt/.jsonl/.json/.csv)",
     'data': "held-out preference data (JSONL etc.; default: the run card's eval_data)",
     'max_new_tokens': 'maximum tokens per answer',

@@ -48,8 +48,8 @@ register_messages({
         ja='プロンプト集 "{src}" が分かりません。"ja"（内蔵）、"elyza"、"mt-bench"、ファイルのパス（.txt/.jsonl/.json/.csv）、または文字列のリストを指定してください',
         en='Unknown prompt set "{src}". Use "ja" (built in), "elyza", "mt-bench", a file path (.txt/.jsonl/.json/.csv) or a list of strings'),
     'eval.no_run': dict(
-        ja='run フォルダ {run_dir} に {what} がありません。colab-dpo-train の出力フォルダ（adapter/ と run_card.json を含む）を指定してください',
-        en='The run folder {run_dir} has no {what}. Pass the output folder of colab-dpo-train (with adapter/ and run_card.json)'),
+        ja='run フォルダ {run_dir} に {what} がありません。colab-dpo-train の出力フォルダ（adapter/ と run_card.json を含む）か、アダプターが直下にある学習の出力フォルダ（`trl dpo` の出力など。adapter_config.json を含む）を指定してください',
+        en='The run folder {run_dir} has no {what}. Pass the output folder of colab-dpo-train (with adapter/ and run_card.json), or a training output folder with the adapter at its top (adapter_config.json, e.g. from `trl dpo`)'),
     'eval.no_base_model': dict(
         ja='アダプターを載せる基盤モデルが分かりません。run_card.json の base_model か adapter/adapter_config.json の base_model_name_or_path を確かめてください',
         en='Cannot tell which base model the adapter belongs to. Check base_model in run_card.json or base_model_name_or_path in adapter/adapter_config.json'),

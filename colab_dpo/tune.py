@@ -67,7 +67,7 @@ register_messages({
 
 # %% ../nbs/07_tune.ipynb #c68912c7
 DEFAULT_SPACE = dict(learning_rate=(1e-6, 1e-3, 'log'), beta=(0.02, 0.5, 'log'), lora_r=[8, 16, 32])
-OPTIONAL_SPACE = dict(loss_type=['sigmoid', 'ipo', 'hinge'], warmup_ratio=(0.0, 0.2))
+OPTIONAL_SPACE = dict(loss_type=['sigmoid', 'ipo', 'hinge'], warmup_ratio=(0.0, 0.2), rpo_alpha=[None, 0.5, 1.0])
 
 # %% ../nbs/07_tune.ipynb #0c5ac343
 def check_space(space:dict # 項目名 → (下限, 上限[, 'log']) か候補のリスト
@@ -426,7 +426,7 @@ def tune_cli(config:str=None, # 元のレシピファイル（YAML/JSON）
              trial_steps:int=None, # 1 試行の学習ステップ数（省略するとレシピの max_steps、無ければ 50）
              output_dir:str=None, # 出力フォルダ（study.db、best_recipe.yaml、study.json、図）
              space:str=None, # 探索範囲のファイル（YAML/JSON。項目 → [下限, 上限] / [下限, 上限, log] / {choices: [...]}）
-             full_space:bool=False, # 損失の種類とウォームアップも探す
+             full_space:bool=False, # 損失の種類・ウォームアップ・NLL 項（rpo_alpha）も探す
              objective:str='heldout', # 目的: heldout（log-prob の正解率）、reward（報酬の正解率）
              pruner:str='median', # 枝刈り: median、halving、none
              evals:int=4, # 1 試行で評価する回数
@@ -455,7 +455,7 @@ register_cli_help(tune_cli, en={
     'trial_steps': "training steps per trial (if omitted, the recipe's max_steps, else 50)",
     'output_dir': 'output folder (study.db, best_recipe.yaml, study.json, plots)',
     'space': 'search space file (YAML/JSON; field -> [low, high] / [low, high, log] / {choices: [...]})',
-    'full_space': 'also search the loss type and warm-up',
+    'full_space': 'also search the loss type, warm-up and the NLL term (rpo_alpha)',
     'objective': 'objective: heldout (log-prob accuracy), reward (reward accuracy)',
     'pruner': 'pruner: median, halving, none',
     'evals': 'evaluations per trial',

@@ -2,6 +2,8 @@
 import json, subprocess, sys, time
 import pytest
 from colab_dpo.tiny import fixture_path
+from colab_dpo.core import msg
+from colab_dpo.data import _export_line
 from conftest import run_cli, cli_exe, no_traceback, assert_cli_error, jl
 
 EXE = cli_exe('colab-dpo-check-data')
@@ -96,3 +98,66 @@ def test_tokenizer_stats(good):
     d = json.loads(r.stdout)
     assert d['stats']['tokens']['prompt']['max'] > 0 and 0 <= d['stats']['truncated_ratio'] <= 1
     assert d['stats']['length_basis'] == 'tokens'
+
+def read_jsonl(p) -> list: return [json.loads(l) for l in p.read_text(encoding='utf-8').splitlines()]
+
+def test_export_train_and_eval(tmp_path):
+    "--export と --eval-export: 行数が合い、評価の prompt は学習に無く、足りないフォルダーは作られる"
+    from colab_dpo.data import sample_path
+    tr, ev = tmp_path/'out'/'pairs.jsonl', tmp_path/'out'/'eval.jsonl'
+    r = run(sample_path(), '--export', tr, '--eval-export', ev, '--eval-ratio', 0.2)
+    assert r.returncode == 0, r.stderr
+    a, b = read_jsonl(tr), read_jsonl(ev)
+    assert (len(a) + len(b), len(b)) == (160, 32)
+    assert not {x['prompt'] for x in a} & {x['prompt'] for x in b}
+    assert list(a[0]) == ['prompt', 'chosen', 'rejected']
+    assert r.stdout.strip().splitlines()[-1] == _export_line(dict(path=str(tr), rows=128, eval_path=str(ev), eval_rows=32, skipped=0))
+    assert sorted(p.name for p in tr.parent.iterdir()) == ['eval.jsonl', 'pairs.jsonl']   # 一時ファイルは残らない
+
+def test_export_only_checked_rows(partly_bad, tmp_path):
+    "検査で除いた行は書かない。書いた行は UTF-8 の JSONL（日本語はそのまま）で、数を示す"
+    out = tmp_path/'pairs.jsonl'
+    r = run(partly_bad, '--export', out)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text(encoding='utf-8') == jl(ROWS)
+    assert r.stdout.strip().splitlines()[-1] == _export_line(dict(path=str(out), rows=2, eval_path=None, eval_rows=0, skipped=2))
+
+def test_export_refuses_existing_file(good, tmp_path):
+    "既にある書き出し先: 終了コード 2 とコード、何も書かない（もう一方の書き出し先も）。--overwrite なら置き換える"
+    tr, ev = tmp_path/'pairs.jsonl', tmp_path/'eval.jsonl'
+    ev.write_text('old\n', encoding='utf-8')
+    r = run(good, '--export', tr, '--eval-export', ev)
+    assert_cli_error(r, 'data.export_exists', 2)
+    assert str(ev) in r.stderr and '--overwrite' in r.stderr
+    assert not tr.exists() and ev.read_text(encoding='utf-8') == 'old\n'
+    r = run(good, '--export', tr, '--eval-export', ev, '--overwrite')
+    assert r.returncode == 0, r.stderr
+    assert read_jsonl(tr) + read_jsonl(ev) in (ROWS, ROWS[::-1])
+
+def test_export_json(good, tmp_path):
+    "--json: JSON 1 つに export（to_jsonl の戻り値）が加わる"
+    out = tmp_path/'pairs.jsonl'
+    r = run(good, '--export', out, '--json')
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d['export'] == dict(path=str(out), rows=2, eval_path=None, eval_rows=0, skipped=0)
+    assert 'export' not in json.loads(run(good, '--json').stdout)
+
+def test_no_export_when_unusable(partly_bad, unusable, tmp_path):
+    "使えないと判定したデータ（終了コード 1）は書き出さない"
+    out = tmp_path/'pairs.jsonl'
+    r = run(partly_bad, '--export', out, '--strict')
+    assert r.returncode == 1 and not out.exists()
+    assert r.stdout.strip().splitlines()[-1] == msg('data.export.strict')
+    r = run(partly_bad, '--export', out, '--strict', '--json')
+    assert r.returncode == 1 and json.loads(r.stdout)['export'] is None and not out.exists()
+    r = run(unusable, '--export', out, '--json')
+    assert r.returncode == 1 and json.loads(r.stdout)['export'] is None and not out.exists()
+
+def test_export_usage_errors_exit_2(good, tmp_path):
+    "書き出しの使い方の誤り: コード付きで終了コード 2、何も書かない"
+    out = tmp_path/'pairs.jsonl'
+    for args,code in [(('--eval-export', out), 'data.bad_argument'), (('--export', out, '--eval-export', out), 'data.export_same_path'),
+                      (('--export', tmp_path), 'data.export_is_dir'), (('--export', out, '--eval-export', tmp_path/'e.jsonl', '--eval-ratio', 1.5), 'data.bad_argument')]:
+        assert_cli_error(run(good, *args), code, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['good.jsonl']

@@ -24,6 +24,16 @@ def test_check_data_sample():
         r = run_cli('colab-dpo-check-data', sample_path(), *args, lang='en'); assert_cli_ok(r)
         assert japanese(r) == [], japanese(r)[:5]
 
+def test_check_data_export(tmp_path):
+    "--export: 書き出しの行も、既にある書き出し先のエラーも英語"
+    from colab_dpo.data import sample_path
+    args = (sample_path(), '--export', tmp_path/'pairs.jsonl', '--eval-export', tmp_path/'eval.jsonl')
+    r = run_cli('colab-dpo-check-data', *args, lang='en'); assert_cli_ok(r)
+    assert r.stdout.strip().splitlines()[-1].startswith('Wrote ') and japanese(r) == [], japanese(r)[:5]
+    r = run_cli('colab-dpo-check-data', *args, lang='en')
+    assert_cli_error(r, 'data.export_exists', 2)
+    assert japanese(r) == [], japanese(r)[:5]
+
 def test_check_data_errors(tmp_path):
     (tmp_path/'bad.jsonl').write_text('{"question": "日本の首都は？"}\n', encoding='utf-8')
     r = run_cli('colab-dpo-check-data', tmp_path/'bad.jsonl', lang='en')
