@@ -16,6 +16,34 @@ ACC = ROOT/'examples'/'accelerate'
 def _free_port() -> int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
+def _launch(args, cwd, timeout=600, grace=30) -> dict:
+    """`accelerate launch …` を動かし、終了コードと出力を返す。
+
+    CPU（gloo）では、TRL のスクリプトが学習と保存を終えたあと、プロセスの後始末で止まることがある（12 回に 3 回ほど）:
+    `destroy_process_group()` を呼ばずに終わるスクリプトで、gloo の作業スレッドと DDP の Reducer の解放が GIL を取り合う
+    PyTorch の既知の不具合（pytorch/pytorch#190489、py-spy で同じスタックを確認）。TRL のスクリプトは変えられないので、
+    保存まで終わった（"Model saved" が出た）あと `grace` 秒たっても終わらないときだけ、'teardown_hang' として止める。
+    保存の前に止まった・時間切れになったときは、そのまま失敗にする。"""
+    import contextlib, subprocess, time, psutil
+    from conftest import cli_env, cli_exe
+    log = cwd/'launch.log'
+    with open(log, 'w') as f:
+        p = subprocess.Popen([cli_exe('accelerate'), *map(str, args)], stdout=f, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+                             env=cli_env(CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS=1, TQDM_DISABLE=1))
+        t0, saved = time.time(), None
+        while p.poll() is None and time.time() - t0 < timeout:
+            time.sleep(1)
+            if saved is None and 'Model saved' in log.read_text(errors='replace'): saved = time.time()
+            if saved is not None and time.time() - saved > grace: break
+        rc = p.poll()
+        if rc is None:   # torchrun は各ランクを別のセッションで起こすので、子孫をたどって止める
+            procs = [*psutil.Process(p.pid).children(recursive=True), psutil.Process(p.pid)]
+            for c in procs:
+                with contextlib.suppress(psutil.NoSuchProcess): c.kill()   # 調べてから止めるまでに終わったものは、それでよい
+            psutil.wait_procs(procs, timeout=30); p.wait()
+            rc = 'teardown_hang' if saved is not None else 'timeout'
+    return dict(returncode=rc, log=log.read_text(errors='replace'))
+
 def test_trl_script_under_accelerate_then_eval(tmp_path):
     from colab_dpo.tiny import make_tiny_model
     from colab_dpo.data import sample_path
@@ -28,13 +56,13 @@ def test_trl_script_under_accelerate_then_eval(tmp_path):
     assert n_train > 0 and n_eval > 0
     # 2. FSDP の設定ファイルと TRL のレシピのまま、2 プロセスで数ステップ
     steps = 4
-    r = run_cli('accelerate', 'launch', '--config_file', ACC/'fsdp_qlora.yaml', '--num_processes', 2, '--main_process_port', _free_port(),
-                '--fsdp_sync_module_states', 'false', '--fsdp_cpu_ram_efficient_loading', 'false',
-                '-m', 'trl.scripts.dpo', '--config', ACC/'trl_dpo_qlora.yaml',
-                '--model_name_or_path', model, '--load_in_4bit', 'false', '--bf16', 'false', '--dtype', 'float32', '--use_cpu', 'true',
-                '--max_steps', steps, '--max_length', 128, '--logging_steps', 1, '--save_steps', steps, '--output_dir', 'out',
-                cwd=tmp_path, env=dict(CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS=1, TQDM_DISABLE=1), timeout=600)
-    assert_cli_ok(r)
+    r = _launch(['launch', '--config_file', ACC/'fsdp_qlora.yaml', '--num_processes', 2, '--main_process_port', _free_port(),
+                 '--fsdp_sync_module_states', 'false', '--fsdp_cpu_ram_efficient_loading', 'false',
+                 '-m', 'trl.scripts.dpo', '--config', ACC/'trl_dpo_qlora.yaml',
+                 '--model_name_or_path', model, '--load_in_4bit', 'false', '--bf16', 'false', '--dtype', 'float32', '--use_cpu', 'true',
+                 '--max_steps', steps, '--max_length', 128, '--logging_steps', 1, '--save_steps', steps, '--output_dir', 'out'], tmp_path)
+    assert r['returncode'] in (0, 'teardown_hang'), r['log'][-3000:]
+    assert r['log'].count('Model saved') == 1 and 'Traceback' not in r['log'], r['log'][-3000:]
     out = tmp_path/'out'
     assert (out/'adapter_config.json').is_file() and (out/'adapter_model.safetensors').is_file()
     state = json.loads((out/f'checkpoint-{steps}'/'trainer_state.json').read_text())
