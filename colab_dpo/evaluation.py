@@ -19,10 +19,10 @@ from .scoring import (_bar, _chat_ids, _choice, _conv, _device, _eval_mode, _has
 
 # %% auto #0
 __all__ = ['JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'MIN_PAIRS', 'ja_ratio', 'distinct_n', 'prompt_ids', 'generate_answers',
-           'GenerationComparison', 'compare_generations', 'load_prompt_set', 'read_run_card', 'adapter_dir',
-           'base_model_of', 'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p', 'pairs_needed',
-           'change_pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health', 'EvalReport',
-           'evaluate_run', 'eval_cli']
+           'GenerationComparison', 'compare_generations', 'load_prompt_set', 'run_card_file', 'read_run_card',
+           'adapter_dir', 'base_model_of', 'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p',
+           'pairs_needed', 'change_pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health',
+           'EvalReport', 'evaluate_run', 'eval_cli']
 
 # %% ../nbs/04_eval.ipynb #5dc2d9df
 _JA = re.compile(r'[\u3000-\u303f\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]')
@@ -276,12 +276,21 @@ def load_prompt_set(src='ja',                # 'ja'（内蔵）、'elyza'、'mt-
         return load_prompts(list(src) if isinstance(src, tuple) else src, **kw)
     raise ConfigError('eval.unknown_prompt_set', src=str(src), arg='prompts')
 
+# %% ../nbs/04_eval.ipynb #840c0fbc
+def run_card_file(run_dir:str|Path # run フォルダ、またはそのチェックポイント（RUN/checkpoints/checkpoint-N）
+                 ) -> Path|None:   # run_card.json（無ければ None）
+    "run フォルダの run_card.json を探す。チェックポイントを渡されたら、それを含む run フォルダのもの"
+    run = Path(run_dir)
+    cands = [run] + ([run.parent.parent] if run.parent.name == 'checkpoints' else [])
+    return next((d/'run_card.json' for d in cands if (d/'run_card.json').is_file()), None)
+
+
 # %% ../nbs/04_eval.ipynb #eddabe7c
-def read_run_card(run_dir:str|Path # run フォルダ
+def read_run_card(run_dir:str|Path # run フォルダ（またはそのチェックポイント）
                  ) -> dict:        # run_card.json の中身（無ければ空の辞書）
-    "run フォルダの run_card.json を読む"
-    p = Path(run_dir)/'run_card.json'
-    return json.loads(p.read_text(encoding='utf-8')) if p.is_file() else {}
+    "run フォルダ（またはそのチェックポイント）の run_card.json を読む"
+    p = run_card_file(run_dir)
+    return json.loads(p.read_text(encoding='utf-8')) if p else {}
 
 # %% ../nbs/04_eval.ipynb #73dc3cd7
 def _card(card:dict, key:str, default=None):
@@ -640,7 +649,7 @@ def evaluate_run(run_dir:str|Path,          # run フォルダ（adapter/、run_
             info['n'] = n_logs
     if model is None: model, tok, card = load_run(run, quantization)
     if data is None and card.get('eval_data'):
-        data = card['eval_data'] if Path(card['eval_data']).is_absolute() else run/card['eval_data']
+        data = card['eval_data'] if Path(card['eval_data']).is_absolute() else run_card_file(run).parent/card['eval_data']   # run_card からの相対
     pref = None
     if data is not None:
         pref = preference_eval(model, tok, data, beta, batch_size, _card(card, 'max_length'), max_pairs)
@@ -666,7 +675,7 @@ register_messages({'eval.summary': dict(ja='効果: {verdict}\n健全性: {healt
 
 # %% ../nbs/04_eval.ipynb #a1fd9d63
 @cli
-def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）か `trl dpo` の出力フォルダ。無ければ eval.missing_run_dir
+def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォルダ（adapter/、run_card.json、log_history.json）、そのチェックポイント、または `trl dpo` の出力フォルダ。無ければ eval.missing_run_dir
              prompts:str=None,        # プロンプト集: 'ja'（既定）、'elyza'、'mt-bench'、またはファイル（.txt/.jsonl/.json/.csv）
              data:str=None,           # 保留の選好データ（JSONL など。無ければ run_card の eval_data）
              max_new_tokens:int=128,  # 回答の最大トークン数
@@ -692,7 +701,7 @@ def eval_cli(run_dir:str=None,        # 必須: colab-dpo-train の出力フォ�
 # %% ../nbs/04_eval.ipynb #c5194f20
 register_cli_help(eval_cli, en={
     '': 'Evaluate a run folder and write the report (eval/report.md, report.json, PNG)',
-    'run_dir': 'required: the output folder of colab-dpo-train (adapter/, run_card.json, log_history.json) or of `trl dpo`; without it, eval.missing_run_dir',
+    'run_dir': 'required: the output folder of colab-dpo-train (adapter/, run_card.json, log_history.json), one of its checkpoints, or the output folder of `trl dpo`; without it, eval.missing_run_dir',
     'prompts': "prompt set: 'ja' (default), 'elyza', 'mt-bench', or a file (.txt/.jsonl/.json/.csv)",
     'data': "held-out preference data (JSONL etc.; default: the run card's eval_data)",
     'max_new_tokens': 'maximum tokens per answer',

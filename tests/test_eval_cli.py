@@ -96,3 +96,19 @@ def test_data_and_out_dir_override(run_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     j = json.loads((tmp_path/'rep'/'report.json').read_text(encoding='utf-8'))
     assert j['preference']['summary']['n'] == 2 and len(j['generations']['rows']) == 1
+
+def test_checkpoint_uses_its_run_card(run_dir, tmp_path):
+    "途中のチェックポイント（RUN/checkpoints/checkpoint-N）: run フォルダの run_card の保留データと基盤モデルで評価し、レポートはチェックポイントの中"
+    import shutil
+    from colab_dpo.evaluation import synthetic_history
+    rd = shutil.copytree(run_dir, tmp_path/'run', ignore=shutil.ignore_patterns('eval'))
+    ck = rd/'checkpoints'/'checkpoint-20'
+    shutil.copytree(rd/'adapter', ck)
+    (ck/'trainer_state.json').write_text(json.dumps(dict(global_step=20, log_history=synthetic_history(20))))
+    r = run('--run-dir', ck, '--n-prompts', 1, '--max-new-tokens', 4)
+    assert r.returncode == 0, r.stderr
+    no_traceback(r)
+    j = json.loads((ck/'eval'/'report.json').read_text(encoding='utf-8'))
+    assert j['preference']['n'] == len(PAIRS)                 # run_card の eval_data（run フォルダからの相対パス）
+    assert '[評価] 学習の記録 20 行' in r.stdout              # 記録はチェックポイントの trainer_state.json（その時点まで）
+    assert not (rd/'eval').exists()
