@@ -16,12 +16,12 @@ from .core import (cli, register_cli_help, register_messages, msg, warn, lang, i
 from .compat import truncate_prompts
 from .readers import *
 from .formats import *
-from .readers import _HUB_ID, _Issues, _Rows, _kind_of, _load_hub, _read_source
+from .readers import _HUB_ID, _Issues, _Rows, _kind_of, _load_hub, _read_source, _export_targets, _write_jsonl
 from .formats import (_Bad, _NORMALISERS, _Tie, _alpaca_prompt, _column_map, _get, _hint, _msgs, _rename, _tn, _tname)
 
 # %% auto #0
 __all__ = ['SAMPLES', 'token_lengths', 'PreferenceData', 'load_preferences', 'UnpairedData', 'split_train_eval',
-           'pretruncate_prompts', 'sample_path', 'load_sample', 'load_prompts', 'check_data', 'check_data_cli']
+           'pretruncate_prompts', 'sample_path', 'load_sample', 'check_data', 'check_data_cli']
 
 # %% ../nbs/02_data.ipynb #a8f9049f
 _TEMPLATE_TOKENS = ('<|im_start|>', '<|im_end|>', '<|im_sep|>', '<|endoftext|>', '<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>',
@@ -581,16 +581,6 @@ def load_sample(kind:str='standard', # 'standard'（標準形式）か 'conversa
     if not p.exists(): raise DataFormatError('data.sample_missing', file=str(p), path=str(p))
     return load_preferences(p, **kwargs)
 
-# %% ../nbs/02_data.ipynb #d7463e76
-register_messages({
- 'data.export_exists': dict(ja='"{path}" はもうあります。置き換えるなら --overwrite（Python では overwrite=True）を付けるか、別の名前にしてください',
-                            en='"{path}" already exists. Pass --overwrite (overwrite=True in Python) to replace it, or choose another name'),
- 'data.export_same_path': dict(ja='学習用と評価用の書き出し先が同じ "{path}" です。別々のファイルにしてください',
-                               en='The train and eval exports both point to "{path}". Use two different files'),
- 'data.export_is_dir': dict(ja='"{path}" はフォルダーです。書き出し先にはファイルのパス（例: {path}/pairs.jsonl）を渡してください',
-                            en='"{path}" is a folder. Give a file path to write to (e.g. {path}/pairs.jsonl)'),
-})
-
 # %% ../nbs/02_data.ipynb #12f4cd4b
 _X = dict(done=('書き出しました: {files}{skipped}', 'Wrote {files}{skipped}'),
           rows=('{path}（{n} 行）', '{path} ({n} rows)'), train=('{path}（学習 {n} 行）', '{path} (train: {n} rows)'),
@@ -599,28 +589,6 @@ _X = dict(done=('書き出しました: {files}{skipped}', 'Wrote {files}{skippe
           strict=('--strict で問題が見つかったので、何も書き出していません', 'Nothing was written: --strict found problems'),
           needs=('--export と一緒に使ってください', 'use it together with --export'))
 register_messages({f'data.export.{k}': dict(ja=j, en=e) for k,(j,e) in _X.items()})
-
-# %% ../nbs/02_data.ipynb #67a27c01
-def _export_targets(path, eval_path=None, overwrite:bool=False) -> list[Path]:
-    "書き出し先を、何か書く前にまとめて確かめる（同じファイル・フォルダー・既にあるファイル）"
-    ps = [Path(os.path.expanduser(str(p))) for p in (path, eval_path) if p is not None]
-    if len(ps) == 2 and ps[0].resolve() == ps[1].resolve(): raise ConfigError('data.export_same_path', path=str(ps[1]))
-    for p in ps:
-        if p.is_dir(): raise ConfigError('data.export_is_dir', path=str(p))
-        if p.exists() and not overwrite: raise ConfigError('data.export_exists', path=str(p))
-    return ps
-
-# %% ../nbs/02_data.ipynb #d1b0d843
-def _write_jsonl(ds, path:Path) -> int:
-    "`Dataset` の行を UTF-8 の JSONL に書き、行数を返す（一時ファイルに書いてから置き換える）"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')   # 同じフォルダー: os.replace が一度に置き換えられる
-    try:
-        with open(tmp, 'w', encoding='utf-8', newline='\n') as f:
-            for b in ds.iter(batch_size=4096): f.writelines(json.dumps(dict(zip(b, v)), ensure_ascii=False) + '\n' for v in zip(*b.values()))
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-    return len(ds)
 
 # %% ../nbs/02_data.ipynb #45fdc1e5
 @patch
@@ -643,57 +611,6 @@ def _export_line(r:dict) -> str:
     files = ([msg('data.export.train', path=r['path'], n=r['rows']), msg('data.export.eval', path=r['eval_path'], n=r['eval_rows'])] if r['eval_path']
              else [msg('data.export.rows', path=r['path'], n=r['rows'])])
     return msg('data.export.done', files=msg('core.ctx_sep').join(files), skipped=msg('data.export.skipped', n=r['skipped']) if r['skipped'] else '')
-
-# %% ../nbs/02_data.ipynb #24ff8601
-_PROMPT_KEYS = ('turns', 'input_text', 'prompt', 'question', 'instruction', 'query', 'input', 'text', 'conversations', 'messages')
-
-# %% ../nbs/02_data.ipynb #6202f97b
-def _prompt_item(v, field):
-    "1 件 → 文字列（1 ターン）かメッセージのリスト"
-    if isinstance(v, str): return v
-    if isinstance(v, list) and v and all(isinstance(x, str) for x in v): return [{'role': 'user', 'content': x} for x in v]
-    ms = _msgs(v, field, 'user')
-    while ms and ms[-1]['role'] == 'assistant': ms = ms[:-1]
-    if not any(m['role'] == 'user' for m in ms): raise _Bad('data.bad_role', field, detail=msg('data.d.no_user'))
-    return ms
-
-# %% ../nbs/02_data.ipynb #b5a86a2c
-def load_prompts(source,                 # パス（JSONL/JSON/CSV/TSV/Parquet/.txt）、文字列や辞書のリスト、Dataset、PreferenceData
-                 *,
-                 field:str|None=None,    # プロンプトの列名（None なら自動）
-                 turns:str='auto',       # 'auto' / 'first'（常に文字列）/ 'all'（常にメッセージのリスト）
-                 limit:int|None=None     # 先頭から何件使うか
-                ) -> list:               # 文字列、または user 発言のメッセージのリスト
-    "評価用のプロンプト集合を読む（1 ターンは文字列、複数ターンはメッセージのリスト）"
-    if turns not in ('auto', 'first', 'all'): raise ConfigError('data.bad_argument', arg='turns', value=repr(turns), hint="'auto' / 'first' / 'all'")
-    if isinstance(source, PreferenceData): source = source.dataset
-    iss = _Issues()
-    if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == '.txt' and Path(source).is_file():
-        text,_ = decode_text(Path(source).read_bytes(), str(source))
-        recs,src = [l for l in text.replace('\r\n', '\n').split('\n')], str(source)
-        recs = [l for l in recs if l.strip()]
-        rows = _Rows(); [rows.add(r, src, i, i) for i,r in enumerate(recs, 1)]
-    else: rows,src = _read_source(source, iss=iss)
-    out = []
-    for r,f,l,rw in zip(rows.recs, rows.files, rows.lines, rows.rows):
-        try:
-            if isinstance(r, (str, list)): v,k = r,'prompt'
-            elif isinstance(r, dict):
-                k = field or next((k for k in _PROMPT_KEYS if r.get(k) is not None), None)
-                if k is None: raise DataFormatError('data.no_prompt_field', file=f, line=l, row=rw, columns=', '.join(map(str, r)))
-                v = _alpaca_prompt(r) if k == 'instruction' else _get(r, k)
-            else: raise _Bad('data.wrong_type', None, expected=_tn(dict), got=_tname(r), hint='')
-            item = _prompt_item(v, k)
-            if isinstance(item, str) and _blank(item) or isinstance(item, list) and all(_blank(m['content']) for m in item): raise _Bad('data.empty_text', k)
-        except _Bad as b: iss.add(b.code, file=f, line=l, row=rw, field=b.field, **b.kw); continue
-        if turns == 'first' and isinstance(item, list): item = next(m['content'] for m in item if m['role'] == 'user')
-        if turns == 'all' and isinstance(item, str): item = [{'role': 'user', 'content': item}]
-        if turns == 'auto' and isinstance(item, list) and len(item) == 1: item = item[0]['content']
-        out.append(item)
-        if limit and len(out) >= limit: break
-    if iss.items: warn('data.rows_skipped', stacklevel=2, n=len(iss.items), total=rows.n_total or len(rows.recs), codes=', '.join(f'{k} ×{v}' for k,v in Counter(i['code'] for i in iss.items).items()))
-    if not out: raise DataFormatError('data.no_usable_rows', file=src, total=len(rows.recs), detail=iss.items[0]['message'] if iss.items else '')
-    return out
 
 # %% ../nbs/02_data.ipynb #38ca5db8
 def _parse_mapping(s:str|None) -> dict|None:

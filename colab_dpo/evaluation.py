@@ -13,16 +13,16 @@ from fastcore.script import call_parse
 from .core import (cli, register_cli_help, register_messages, msg, warn, lang, ColabDPOError, ConfigError, DataFormatError, ModelLoadError, cli_errors)
 from .history import *
 from .scoring import *
+from .prompts import *
 from .history import _py
 from .scoring import (_bar, _chat_ids, _choice, _conv, _device, _eval_mode, _has_template, _mean, _need_adapter, _phase,
                                _sides, _token_budget)
 
 # %% auto #0
-__all__ = ['JA_PROMPTS', 'ELYZA_ID', 'MT_BENCH_URL', 'MIN_PAIRS', 'ja_ratio', 'distinct_n', 'prompt_ids', 'generate_answers',
-           'GenerationComparison', 'compare_generations', 'load_prompt_set', 'run_card_file', 'read_run_card',
-           'adapter_dir', 'base_model_of', 'eval_load_choice', 'load_run', 'plot_preference', 'wilson', 'mcnemar_p',
-           'pairs_needed', 'change_pairs_needed', 'preference_stats', 'verdict', 'generation_flags', 'health',
-           'EvalReport', 'evaluate_run', 'eval_cli']
+__all__ = ['MIN_PAIRS', 'ja_ratio', 'distinct_n', 'prompt_ids', 'generate_answers', 'GenerationComparison', 'compare_generations',
+           'run_card_file', 'read_run_card', 'adapter_dir', 'base_model_of', 'eval_load_choice', 'load_run',
+           'plot_preference', 'wilson', 'mcnemar_p', 'pairs_needed', 'change_pairs_needed', 'preference_stats',
+           'verdict', 'generation_flags', 'health', 'EvalReport', 'evaluate_run', 'eval_cli']
 
 # %% ../nbs/04_eval.ipynb #5dc2d9df
 _JA = re.compile(r'[\u3000-\u303f\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]')
@@ -228,53 +228,6 @@ def compare_generations(model,                  # LoRA アダプター付きの�
             for i,(p,b,a) in enumerate(zip(prompts, before, after))]
     return GenerationComparison(rows, float(beta), max_new_tokens, bool(gen_kw.get('do_sample', False)),
                                 {k: merge.get(k) for k in ('merged', 'code', 'error', 'delta_over_w', 'message')})
-
-# %% ../nbs/04_eval.ipynb #2a4c66ca
-JA_PROMPTS = [
-    '日本の四季について、それぞれの特徴を一文ずつ説明してください。',
-    '「情けは人のためならず」ということわざの本当の意味を説明してください。',
-    '初心者向けに、カレーライスの作り方を手順に分けて教えてください。',
-    '次の文を丁寧な敬語に書き換えてください：「明日の会議、行けないです。」',
-    'リモートワークの利点と欠点を三つずつ挙げてください。',
-    '小学生にも分かるように、光合成とは何かを説明してください。',
-    '東京から京都へ一泊二日で旅行します。おすすめの計画を立ててください。',
-    '秋をテーマに俳句を一つ作り、季語とその意味を説明してください。',
-    '睡眠の質を上げるための習慣を五つ教えてください。',
-    'Python でリストの要素を逆順にする方法を二通り示してください。',
-    '締め切りに間に合わないとき、上司にどう伝えるのがよいですか。',
-    '次の英文を自然な日本語に訳してください：「Practice makes perfect.」',
-]
-
-# %% ../nbs/04_eval.ipynb #331a188d
-ELYZA_ID = 'elyza/ELYZA-tasks-100'
-MT_BENCH_URL = 'https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data/japanese_mt_bench/question.jsonl'
-_HUB_ID = re.compile(r'^[\w.-]+/[\w.-]+$')
-
-# %% ../nbs/04_eval.ipynb #4b0585fa
-def _download(url:str) -> Path:
-    "URL のファイルを一時フォルダに落とす（MT-Bench の JSONL 用）"
-    import urllib.request, tempfile
-    p = Path(tempfile.mkdtemp())/url.rsplit('/', 1)[-1]
-    with urllib.request.urlopen(url, timeout=60) as r: p.write_bytes(r.read())
-    return p
-
-# %% ../nbs/04_eval.ipynb #4983e7d6
-def load_prompt_set(src='ja',                # 'ja'（内蔵）、'elyza'、'mt-bench'、ファイルのパス、HF のデータセット名、またはプロンプトのリスト
-                    n:int|None=None,         # 先頭から使う数（None で全部）
-                    path:str|Path|None=None, # 'elyza'/'mt-bench' を手元のファイルから読むときのパス
-                   ) -> list:                # プロンプト（文字列か会話）のリスト
-    "テスト用のプロンプト集を読む（ファイルとリストはデータモジュールの load_prompts で読み、MT-Bench は 1 ターン目を使う）"
-    from colab_dpo.data import load_prompts
-    kw = dict(turns='first', limit=n)
-    if isinstance(src, str) and src in ('ja', 'builtin'): return JA_PROMPTS[:n] if n else list(JA_PROMPTS)
-    if isinstance(src, str) and src == 'elyza':
-        if path: return load_prompts(path, **kw)
-        import datasets
-        return load_prompts(datasets.load_dataset(ELYZA_ID, split='test'), field='input', **kw)
-    if isinstance(src, str) and src in ('mt-bench', 'mt_bench', 'japanese-mt-bench'): return load_prompts(path or _download(MT_BENCH_URL), **kw)
-    if isinstance(src, (list, tuple)) or Path(str(src)).expanduser().exists() or (_HUB_ID.match(str(src)) and not Path(str(src)).suffix):
-        return load_prompts(list(src) if isinstance(src, tuple) else src, **kw)
-    raise ConfigError('eval.unknown_prompt_set', src=str(src), arg='prompts')
 
 # %% ../nbs/04_eval.ipynb #840c0fbc
 def run_card_file(run_dir:str|Path # run フォルダ、またはそのチェックポイント（RUN/checkpoints/checkpoint-N）

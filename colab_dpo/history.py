@@ -44,9 +44,6 @@ register_messages({
 
 # %% ../nbs/04a_history.ipynb #36bdce50
 register_messages({
-    'eval.unknown_prompt_set': dict(
-        ja='プロンプト集 "{src}" が分かりません。"ja"（内蔵）、"elyza"、"mt-bench"、ファイルのパス（.txt/.jsonl/.json/.csv）、または文字列のリストを指定してください',
-        en='Unknown prompt set "{src}". Use "ja" (built in), "elyza", "mt-bench", a file path (.txt/.jsonl/.json/.csv) or a list of strings'),
     'eval.no_run': dict(
         ja='run フォルダ {run_dir} に {what} がありません。colab-dpo-train の出力フォルダ（adapter/ と run_card.json を含む）か、アダプターが直下にある学習の出力フォルダ（`trl dpo` の出力など。adapter_config.json を含む）を指定してください',
         en='The run folder {run_dir} has no {what}. Pass the output folder of colab-dpo-train (with adapter/ and run_card.json), or a training output folder with the adapter at its top (adapter_config.json, e.g. from `trl dpo`)'),

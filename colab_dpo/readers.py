@@ -432,3 +432,35 @@ def _read_source(source, *, split:str='train', iss:_Issues, max_rows:int|None=No
     s = str(source)
     if _HUB_ID.match(s) and not _kind_of(s): add_all(_load_hub(s, split, max_rows=max_rows, seed=seed), s); out.streamed = max_rows is not None; return out, s
     raise DataFormatError('data.file_not_found', file=s, path=s)
+
+# %% ../nbs/02a_readers.ipynb #d7463e76
+register_messages({
+ 'data.export_exists': dict(ja='"{path}" はもうあります。置き換えるなら --overwrite（Python では overwrite=True）を付けるか、別の名前にしてください',
+                            en='"{path}" already exists. Pass --overwrite (overwrite=True in Python) to replace it, or choose another name'),
+ 'data.export_same_path': dict(ja='学習用と評価用の書き出し先が同じ "{path}" です。別々のファイルにしてください',
+                               en='The train and eval exports both point to "{path}". Use two different files'),
+ 'data.export_is_dir': dict(ja='"{path}" はフォルダーです。書き出し先にはファイルのパス（例: {path}/pairs.jsonl）を渡してください',
+                            en='"{path}" is a folder. Give a file path to write to (e.g. {path}/pairs.jsonl)'),
+})
+
+# %% ../nbs/02a_readers.ipynb #67a27c01
+def _export_targets(path, eval_path=None, overwrite:bool=False) -> list[Path]:
+    "書き出し先を、何か書く前にまとめて確かめる（同じファイル・フォルダー・既にあるファイル）"
+    ps = [Path(os.path.expanduser(str(p))) for p in (path, eval_path) if p is not None]
+    if len(ps) == 2 and ps[0].resolve() == ps[1].resolve(): raise ConfigError('data.export_same_path', path=str(ps[1]))
+    for p in ps:
+        if p.is_dir(): raise ConfigError('data.export_is_dir', path=str(p))
+        if p.exists() and not overwrite: raise ConfigError('data.export_exists', path=str(p))
+    return ps
+
+# %% ../nbs/02a_readers.ipynb #d1b0d843
+def _write_jsonl(ds, path:Path) -> int:
+    "`Dataset` の行を UTF-8 の JSONL に書き、行数を返す（一時ファイルに書いてから置き換える）"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')   # 同じフォルダー: os.replace が一度に置き換えられる
+    try:
+        with open(tmp, 'w', encoding='utf-8', newline='\n') as f:
+            for b in ds.iter(batch_size=4096): f.writelines(json.dumps(dict(zip(b, v)), ensure_ascii=False) + '\n' for v in zip(*b.values()))
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+    return len(ds)

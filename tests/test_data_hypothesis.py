@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, HealthCheck, strategies as st
 from colab_dpo.core import ColabDPOError, ColabDPOWarning
-from colab_dpo.data import load_preferences, load_prompts, FORMATS, PreferenceData
+from colab_dpo.data import load_preferences, FORMATS, PreferenceData
+from colab_dpo.prompts import load_prompts
 
 KEYS = ['prompt', 'chosen', 'rejected', 'conversations', 'messages', 'instruction', 'input', 'output', 'system', 'history',
         'question', 'response_a', 'response_b', 'score_a', 'score_b', 'label', 'winner', 'responses', 'scores', 'turns',
