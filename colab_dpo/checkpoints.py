@@ -188,7 +188,7 @@ def resolve_resume(resume:str|None, # 'auto'、チェックポイントかその
 # %% ../nbs/03c_checkpoints.ipynb #16e78e89
 _FP_KEYS = ('models', 'tokenizer', 'data', 'data_format', 'max_rows', 'method', 'quantization', 'lora_r', 'lora_alpha', 'lora_dropout',
             'lora_targets', 'beta', 'loss_type', 'rpo_alpha', 'learning_rate', 'lr_scheduler_type', 'warmup_ratio', 'max_length',
-            'max_prompt_length', 'optim', 'precision', 'eval_ratio', 'seed', 'dry_run')
+            'max_prompt_length', 'optim', 'precision', 'eval_ratio', 'eval_data', 'seed', 'dry_run')
 _MiB = 2**20
 
 # %% ../nbs/03c_checkpoints.ipynb #415b3907
@@ -224,6 +224,7 @@ def run_fingerprint(recipe # レシピ（`to_dict()` を持つもの）か辞書
         from colab_dpo.data import sample_path
         fp['data_digest'] = source_digest(sample_path())
     else: fp['data_digest'] = source_digest(r['data'])
+    if r.get('eval_data') is not None: fp['eval_data_digest'] = source_digest(r['eval_data'])   # 無いときは鍵ごと無し（前の指紋と比べられる）
     return json.loads(json.dumps(fp, default=str))
 
 # %% ../nbs/03c_checkpoints.ipynb #e15f64ae

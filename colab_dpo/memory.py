@@ -207,7 +207,11 @@ register_messages({'train.plan_no_reference': dict(
     ja='{method} は参照モデルを使わないので、参照の順伝播と事前計算は見積もりに入れません',
     en='{method} has no reference model, so no reference forward pass or precomputation is counted'),
     'train.unpaired_needs_kto': dict(ja='データはペアでない評価（prompt・completion・label）です。この形を学習できるのは method="kto" だけです（今は {method}）',
-                                     en='The data is unpaired feedback (prompt, completion, label). Only method="kto" can train on it (now {method})')})
+                                     en='The data is unpaired feedback (prompt, completion, label). Only method="kto" can train on it (now {method})'),
+    'train.eval_data_columns': dict(ja='評価データ {file} の列（{got}）が学習データの列（{want}）と違います。同じ形（ペアならペア、KTO 用なら prompt・completion・label）にしてください',
+                                    en='The eval data {file} has columns ({got}) that differ from the training data ({want}). Use the same shape (pairs for pairs, prompt/completion/label for KTO)'),
+    'train.eval_overlap': dict(ja='評価データ {file} の {n} / {total} 行は、prompt が学習データにもあります。評価が甘くなるので、colab-dpo-check-data --export --eval-export で分け直すことを勧めます',
+                               en='{n} of {total} rows of the eval data {file} have a prompt that is also in the training data. That flatters the evaluation; consider re-splitting with colab-dpo-check-data --export --eval-export')})
 
 # %% ../nbs/03b_memory.ipynb #5d4c8e16
 def _free_vram_gb() -> float|None:

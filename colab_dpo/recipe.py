@@ -193,6 +193,7 @@ class DPORecipe:
     optim:str='adamw_torch'  # オプティマイザー（GPU では 'paged_adamw_8bit' が省メモリ）
     precision:str|None=None  # 'fp16'、'bf16'、'fp32'（None ならハードウェアから決める）
     eval_ratio:float=0.1  # 評価に回すデータの割合（0 で評価なし）
+    eval_data:str|None=None  # 評価用の選好データ（ファイル・フォルダー・Hub の名前）。指定すると eval_ratio で分けず、学習には data を全部使う
     eval_steps:int|None=None  # 評価の間隔（None なら save_steps と同じ）
     logging_steps:int=10  # ログの間隔
     seed:int=42  # 乱数シード

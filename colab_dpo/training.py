@@ -130,6 +130,19 @@ def _load(recipe:DPORecipe, workdir:Path) -> tuple:
     model = AutoModelForCausalLM.from_pretrained(tiny, **{_dtype_kw(): torch.float32})
     return model, tok, dict(model_id=str(target), source=str(tiny), arch=arch, dry_run=True, tokenizer=str(tok_src))
 
+# %% ../nbs/03_training.ipynb #b2f3a1c0
+def _eval_data(recipe:DPORecipe, train, kw:dict):
+    "レシピの eval_data を学習データと同じ検査で読み、列がそろっているか、prompt が学習データと重なっていないかを確かめる"
+    from colab_dpo import data as cdata
+    ev = cdata.load_preferences(recipe.eval_data, **{k:v for k,v in kw.items() if k not in ('max_rows', 'seed')}).dataset
+    if set(ev.column_names) != set(train.column_names):
+        raise ConfigError('train.eval_data_columns', field='eval_data', file=str(recipe.eval_data), got=', '.join(ev.column_names), want=', '.join(train.column_names))
+    key = lambda p: p if isinstance(p, str) else json.dumps(p, ensure_ascii=False, sort_keys=True)
+    seen = {key(p) for p in train['prompt']}
+    if (n := sum(key(p) in seen for p in ev['prompt'])): warn('train.eval_overlap', n=n, total=len(ev), file=str(recipe.eval_data))
+    return ev.select(range(min(len(ev), 8))) if recipe.dry_run else ev   # ドライランは配線の確認だけ
+
+
 # %% ../nbs/03_training.ipynb #1a8039fd
 def _load_data(recipe:DPORecipe, tok, stats_rows:int|None=None, stats_max_length:int|None=None) -> tuple:
     "選好データを読み、行数を絞って学習用と評価用に分ける。長さの統計は先頭 stats_rows 行（None なら全行）から"
@@ -147,7 +160,8 @@ def _load_data(recipe:DPORecipe, tok, stats_rows:int|None=None, stats_max_length
     stats = (_stats_from_lengths(tl['prompt'][:n], (tl['prompt'] + _np_max(tl['chosen'], tl['rejected']))[:n], L)
              if tl is not None else token_stats(ds, tok, L))   # data が数えた長さがあれば使う（速い）
     ev = None
-    if recipe.eval_ratio and len(ds) >= 4: ds, ev = cdata.split_train_eval(ds, eval_ratio=recipe.eval_ratio, seed=recipe.seed)
+    if recipe.eval_data is not None: ev = _eval_data(recipe, ds, kw)
+    elif recipe.eval_ratio and len(ds) >= 4: ds, ev = cdata.split_train_eval(ds, eval_ratio=recipe.eval_ratio, seed=recipe.seed)
     rep = {k: (len(v) if k == 'issues' else v) for k,v in dict(pd.report).items()}   # 問題の一覧は件数だけ（全文は data の report に）
     return ds, ev, _jsonable(rep), stats
 
@@ -277,7 +291,7 @@ def _preflight(model, s:_RunSpec):
     idx = sorted(range(len(lens)), key=lambda i: -lens[i])[:recipe.preflight_rows]
     sub = s.train_ds.select(sorted(idx))
     tmp = Path(tempfile.mkdtemp(prefix='colab_dpo_preflight_'))
-    r = recipe.replace(max_steps=recipe.preflight_steps, eval_ratio=0.0, logging_steps=1, save_steps=10**9, save_total_limit=None)
+    r = recipe.replace(max_steps=recipe.preflight_steps, eval_ratio=0.0, eval_data=None, logging_steps=1, save_steps=10**9, save_total_limit=None)
     pf = dataclasses.replace(s, recipe=r, train_ds=sub, eval_ds=None, settings={**s.settings, 'gradient_accumulation_steps': 1}, ckdir=tmp)
     watch, trainer = _RunWatch(), None
     try:
@@ -571,7 +585,7 @@ def _train_run(target:DPORecipe, recipe:DPORecipe, callbacks:list, base=None, to
 _CLI_KEYS = dict(model='models', tokenizer='tokenizer', data='data', output_dir='output_dir', max_steps='max_steps',
                  epochs='num_train_epochs', max_length='max_length', max_prompt_length='max_prompt_length',
                  batch_size='per_device_train_batch_size', grad_accum='gradient_accumulation_steps', learning_rate='learning_rate',
-                 beta='beta', loss_type='loss_type', quantization='quantization', precision='precision', eval_ratio='eval_ratio',
+                 beta='beta', loss_type='loss_type', quantization='quantization', precision='precision', eval_ratio='eval_ratio', eval_data='eval_data',
                  max_rows='max_rows', seed='seed', resume='resume', checkpoint_dir='checkpoint_dir', save_steps='save_steps',
                  logging_steps='logging_steps', preflight='preflight_steps', push_to_hub='push_to_hub', optim='optim', overwrite='overwrite',
                  method='method', loss_weights='loss_weights')
@@ -613,6 +627,7 @@ def train_cli(config:str=None, # レシピファイル（YAML/JSON）
               precision:str=None, # fp16、bf16、fp32
               optim:str=None, # オプティマイザー
               eval_ratio:float=None, # 評価に回す割合
+              eval_data:str=None, # 評価用の選好データ（指定すると eval_ratio で分けない）
               max_rows:int=None, # 使う行数の上限
               seed:int=None, # 乱数シード
               resume:str=None, # auto、none、チェックポイントのパス
@@ -649,7 +664,7 @@ register_cli_help(train_cli, en={
     'learning_rate': 'learning rate', 'beta': 'DPO beta', 'loss_type': 'loss type (comma-separated for a weighted sum: sigmoid,sft)',
     'loss_weights': 'weights when loss_type has several terms (e.g. 1,0.2)', 'method': 'method: dpo, orpo, simpo, kto',
     'quantization': '4bit, 8bit, none', 'precision': 'fp16, bf16, fp32', 'optim': 'optimizer',
-    'eval_ratio': 'share of the data held out for evaluation', 'max_rows': 'maximum number of rows to use', 'seed': 'random seed',
+    'eval_ratio': 'share of the data held out for evaluation', 'eval_data': 'held-out preference data for evaluation (instead of splitting by eval_ratio)', 'max_rows': 'maximum number of rows to use', 'seed': 'random seed',
     'resume': 'auto, none, or a checkpoint path', 'checkpoint_dir': 'checkpoint folder', 'save_steps': 'steps between checkpoints',
     'logging_steps': 'steps between log lines', 'preflight': 'number of rehearsal steps before the real run',
     'dry_run': 'check only the wiring on CPU with a mini model', 'merge': 'also save a merged 16-bit model',

@@ -102,3 +102,27 @@ def test_console_keeps_bars_and_logs_the_rest(tmp_path, tiny, sample):
     assert [x['step'] for x in logs if 'loss' in x] == [1, 2] and all('rewards/margins' in x for x in logs if 'loss' in x)
     n = sum(1 for l in lines if not l.startswith('{'))   # ライブラリの警告の行
     assert (f'{n} library warnings were written' in r.stdout) == (n > 0)
+
+def test_eval_data_file(tmp_path, tiny, sample):
+    "--eval-data: 評価はそのファイルで（学習には data を全部使う）。prompt の重なりは警告、列の違いはコード付きで止まり、変えて再開すると別の学習として止まる"
+    from conftest import jl
+    rows = [json.loads(l) for l in sample.read_text(encoding='utf-8').splitlines()]
+    train, held = tmp_path/'train.jsonl', tmp_path/'held.jsonl'
+    train.write_text(jl(rows[:8]), encoding='utf-8'); held.write_text(jl(rows[150:155]), encoding='utf-8')
+    base = ['--model', tiny['qwen2'], '--data', train, *SMALL]
+    r = run('colab-dpo-train', *base, '--eval-data', held, '--output-dir', tmp_path/'a')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    card = json.loads((tmp_path/'a'/'run_card.json').read_text())
+    assert card['data']['train_rows'] == 8 and card['recipe']['eval_data'] == str(held)          # eval_ratio で削られない
+    assert len((tmp_path/'a'/'eval_data.jsonl').read_text(encoding='utf-8').splitlines()) == 5    # 評価モジュールが使う保留データ
+    assert 'train.eval_overlap' not in r.stderr
+    assert any('eval_loss' in h for h in json.loads((tmp_path/'a'/'log_history.json').read_text()))
+    r = run('colab-dpo-train', *base, '--eval-data', train, '--output-dir', tmp_path/'b')       # 学習と同じ行で評価
+    assert r.returncode == 0 and 'train.eval_overlap' in r.stderr, r.stderr[-3000:]
+    kto = tmp_path/'kto.jsonl'; kto.write_text(jl([dict(prompt=x['prompt'], completion=x['chosen'], label=True) for x in rows[150:154]]), encoding='utf-8')
+    assert_cli_error(run('colab-dpo-train', *base, '--eval-data', kto, '--output-dir', tmp_path/'c'), 'train.eval_data_columns')
+    from colab_dpo.checkpoints import run_fingerprint, fingerprint_diff
+    from colab_dpo.recipe import DPORecipe
+    fa, fb = (run_fingerprint(DPORecipe(data=str(train), eval_data=str(p))) for p in (held, kto))
+    assert {d.split(':')[0] for d in fingerprint_diff(fa, fb)} == {'eval_data', 'eval_data_digest'}
+    assert 'eval_data_digest' not in run_fingerprint(DPORecipe(data=str(train)))                 # 前からある実行の指紋は変わらない
