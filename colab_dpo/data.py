@@ -20,7 +20,7 @@ from .readers import _HUB_ID, _Issues, _Rows, _kind_of, _load_hub, _read_source,
 from .formats import (_Bad, _NORMALISERS, _Tie, _alpaca_prompt, _column_map, _get, _hint, _msgs, _rename, _tn, _tname)
 
 # %% auto #0
-__all__ = ['SAMPLES', 'token_lengths', 'PreferenceData', 'load_preferences', 'UnpairedData', 'split_train_eval',
+__all__ = ['SAMPLES', 'token_lengths', 'PreferenceData', 'load_preferences', 'UnpairedData', 'prompt_key', 'split_train_eval',
            'pretruncate_prompts', 'sample_path', 'load_sample', 'check_data', 'check_data_cli']
 
 # %% ../nbs/02_data.ipynb #a8f9049f
@@ -523,6 +523,12 @@ def plot(self:PreferenceData, by:str|None=None, # 'tokens' か 'chars'。None �
     axs[0].set_ylabel(msg('data.plot.rows')); fig.suptitle(msg('data.plot.title', u=_t(by)))
     return fig
 
+# %% ../nbs/02_data.ipynb #69b83045
+def prompt_key(p) -> str:
+    "prompt を比べられる文字列にする（会話形式はメッセージのリストを JSON に）。同じ prompt の行を見分けるのに使う"
+    return p if isinstance(p, str) else json.dumps(p, ensure_ascii=False, sort_keys=True)
+
+
 # %% ../nbs/02_data.ipynb #a4197e74
 def split_train_eval(ds,                    # `PreferenceData` または `datasets.Dataset`
                      eval_ratio:float=0.1,  # 評価用の割合（0 と 1 の間）
@@ -536,7 +542,7 @@ def split_train_eval(ds,                    # `PreferenceData` または `datase
     n = len(ds)
     if n < 2: raise DataFormatError('data.too_few_rows', n=n)
     groups = {}
-    for i,p in enumerate(ds['prompt']): groups.setdefault(p if isinstance(p, str) else json.dumps(p, ensure_ascii=False, sort_keys=True), []).append(i)
+    for i,p in enumerate(ds['prompt']): groups.setdefault(prompt_key(p), []).append(i)
     gs = list(groups.values())
     n_eval = min(n - 1, max(1, round(n * eval_ratio)))
     ev = []

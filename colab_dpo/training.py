@@ -137,9 +137,8 @@ def _eval_data(recipe:DPORecipe, train, kw:dict):
     ev = cdata.load_preferences(recipe.eval_data, **{k:v for k,v in kw.items() if k not in ('max_rows', 'seed')}).dataset
     if set(ev.column_names) != set(train.column_names):
         raise ConfigError('train.eval_data_columns', field='eval_data', file=str(recipe.eval_data), got=', '.join(ev.column_names), want=', '.join(train.column_names))
-    key = lambda p: p if isinstance(p, str) else json.dumps(p, ensure_ascii=False, sort_keys=True)
-    seen = {key(p) for p in train['prompt']}
-    if (n := sum(key(p) in seen for p in ev['prompt'])): warn('train.eval_overlap', n=n, total=len(ev), file=str(recipe.eval_data))
+    seen = set(map(cdata.prompt_key, train['prompt']))
+    if (n := sum(cdata.prompt_key(p) in seen for p in ev['prompt'])): warn('train.eval_overlap', n=n, total=len(ev), file=str(recipe.eval_data))
     return ev.select(range(min(len(ev), 8))) if recipe.dry_run else ev   # ドライランは配線の確認だけ
 
 
